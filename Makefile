@@ -1,0 +1,103 @@
+# ferry: build, test and demo.  `make` builds build/ferry and the guest
+# images; `make test` runs every test, then again under ASan+UBSan;
+# `make demo` runs the main job.  All of them install missing Debian
+# packages first (scripts/deps.sh).
+
+BUILD    ?= build
+CC       ?= gcc
+SAN      ?=
+V        ?=
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wundef
+CFLAGS   := -std=gnu11 $(WARN) -g -O2 -D_GNU_SOURCE -I. -pthread
+LDLIBS   := -pthread -ljansson
+ifeq ($(SAN),1)
+CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+# Guest images: freestanding, static, linked at the image address.
+GUEST_CFLAGS := -std=gnu11 $(WARN) -O2 -g -ffreestanding -fno-pic -fno-pie \
+            -fno-stack-protector -fno-asynchronous-unwind-tables \
+            -mno-red-zone -mcmodel=small -fcf-protection=none -I.
+GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,guest/rt/guest.ld \
+            -Wl,--build-id=none -Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
+
+LIB_SRCS := $(wildcard core/*.c dirtylog/*.c migrate/*.c transport/*.c vsp/*.c) \
+            $(filter-out cli/main.c,$(wildcard cli/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(BUILD)/obj/cli/main.o
+UNIT_SRCS := $(wildcard tests/unit/*.c)
+UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
+GUEST_PROGS := $(basename $(notdir $(wildcard guest/progs/*.c)))
+GUEST_RT := $(BUILD)/guest/rt/start.o $(BUILD)/guest/rt/lib.o $(BUILD)/guest/rt/fmt.o
+GUEST_IMGS := $(GUEST_PROGS:%=$(BUILD)/guest/%.elf)
+DEPS_STAMP := build/.deps-installed
+
+ifeq ($(V),)
+Q := @
+endif
+
+.SECONDARY:
+.PHONY: all deps test unit-test e2e-test asan-test demo clean
+all: $(BUILD)/ferry $(GUEST_IMGS)
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): scripts/deps.sh
+	$(Q)scripts/deps.sh
+	$(Q)mkdir -p $(dir $@) && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libferry.a: $(LIB_OBJS)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/ferry: $(MAIN_OBJ) $(BUILD)/libferry.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/guest/rt/%.o: guest/rt/%.c
+	@mkdir -p $(dir $@)
+	@echo "  GUESTCC $<"
+	$(Q)$(CC) $(GUEST_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/guest/rt/%.o: guest/rt/%.S
+	@mkdir -p $(dir $@)
+	@echo "  GUESTAS $<"
+	$(Q)$(CC) $(GUEST_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/guest/progs/%.o: guest/progs/%.c
+	@mkdir -p $(dir $@)
+	@echo "  GUESTCC $<"
+	$(Q)$(CC) $(GUEST_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/guest/%.elf: $(BUILD)/guest/progs/%.o $(GUEST_RT) guest/rt/guest.ld
+	@echo "  GUESTLD $@"
+	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $< $(GUEST_RT)
+
+$(BUILD)/unit-tests: $(UNIT_OBJS) $(BUILD)/libferry.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+# The unit tests and the end-to-end tests, on this build.
+check: all $(BUILD)/unit-tests
+	$(BUILD)/unit-tests --jobs 2
+	FERRY=$(BUILD)/ferry tests/e2e/run.sh
+
+test: deps
+	$(MAKE) check
+	$(MAKE) asan-test
+
+asan-test: deps
+	$(MAKE) BUILD=build-asan SAN=1 check
+
+demo: deps
+	$(MAKE) all
+	scripts/demo.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,122 @@
+/*
+ * `ferry ctl SOCKET COMMAND [KEY=VALUE]...`: send one control-API command
+ * and print the reply.  Values that look like integers or booleans are sent
+ * as such; everything else is a string.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../core/util.h"
+#include "cli.h"
+
+static json_t *typed_value(const char *s)
+{
+	const char *p = s;
+
+	if (strcmp(s, "true") == 0)
+		return json_true();
+	if (strcmp(s, "false") == 0)
+		return json_false();
+	if (*p == '-')
+		p++;
+	if (*p && strspn(p, "0123456789") == strlen(p) && strlen(p) < 19)
+		return json_integer(strtoll(s, NULL, 10));
+	return json_string(s);
+}
+
+/* Connects to a control socket; -errno with a message. */
+static int ctl_connect(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return ferr(ENAMETOOLONG, "socket path '%s' is too long", path);
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return ferr_sys(errno, "socket");
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		int rc = ferr_sys(errno, "cannot connect to control socket %s", path);
+
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int cmd_ctl(int argc, char **argv)
+{
+	json_t *args = json_object(), *req, *reply = NULL, *err;
+	char *line = NULL, buf[CTL_LINE_MAX];
+	size_t got = 0;
+	int fd, status = EXIT_RUNTIME;
+
+	if (argc < 3) {
+		json_decref(args);
+		return usage_error("ctl", "usage: ferry ctl SOCKET COMMAND [KEY=VALUE]...");
+	}
+	for (int i = 3; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		char key[128];
+
+		if (!eq || eq == argv[i] || (size_t)(eq - argv[i]) >= sizeof(key)) {
+			json_decref(args);
+			return usage_error("ctl", "argument '%s' is not KEY=VALUE", argv[i]);
+		}
+		memcpy(key, argv[i], (size_t)(eq - argv[i]));
+		key[eq - argv[i]] = 0;
+		json_object_set_new(args, key, typed_value(eq + 1));
+	}
+	req = json_pack("{s:s, s:o}", "execute", argv[2], "arguments", args);
+	line = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+
+	fd = ctl_connect(argv[1]);
+	if (fd < 0) {
+		fprintf(stderr, "ferry ctl: %s\n", ferr_msg(fd));
+		free(line);
+		return EXIT_RUNTIME;
+	}
+	if (write_all(fd, line, strlen(line)) < 0 || write_all(fd, "\n", 1) < 0) {
+		fprintf(stderr, "ferry ctl: cannot send to %s: %s\n", argv[1], strerror(errno));
+		goto out;
+	}
+	while (got < sizeof(buf) - 1) {
+		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(buf, '\n', got))
+			break;
+	}
+	reply = json_loadb(buf, got, JSON_DISABLE_EOF_CHECK, NULL);
+	if (!reply) {
+		fprintf(stderr, "ferry ctl: no valid reply from %s\n", argv[1]);
+		goto out;
+	}
+	err = json_object_get(reply, "error");
+	if (err) {
+		fprintf(stderr, "ferry ctl: %s: %s\n",
+			json_string_value(json_object_get(err, "class")),
+			json_string_value(json_object_get(err, "desc")));
+	} else {
+		json_dumpf(json_object_get(reply, "return"), stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
+		fputc('\n', stdout);
+		status = 0;
+	}
+out:
+	json_decref(reply);
+	free(line);
+	close(fd);
+	return status;
+}
