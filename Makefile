@@ -34,6 +34,8 @@ UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 GUEST_PROGS := $(basename $(notdir $(wildcard guest/progs/*.c)))
 GUEST_RT := $(BUILD)/guest/rt/start.o $(BUILD)/guest/rt/lib.o $(BUILD)/guest/rt/fmt.o
 GUEST_IMGS := $(GUEST_PROGS:%=$(BUILD)/guest/%.elf)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCHES  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_STAMP := build/.deps-installed
 
 ifeq ($(V),)
@@ -42,7 +44,7 @@ endif
 
 .SECONDARY:
 .PHONY: all deps test unit-test e2e-test asan-test demo clean
-all: $(BUILD)/ferry $(GUEST_IMGS)
+all: $(BUILD)/ferry $(GUEST_IMGS) $(BENCHES)
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): scripts/deps.sh
@@ -81,10 +83,22 @@ $(BUILD)/unit-tests: $(UNIT_OBJS) $(BUILD)/libferry.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
+$(BUILD)/tests/%: tests/tools/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
+TEST_TOOLS := $(BUILD)/tests/ctl_abuse
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libferry.a
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # The unit tests and the end-to-end tests, on this build.
-check: all $(BUILD)/unit-tests
-	$(BUILD)/unit-tests --jobs 2
-	FERRY=$(BUILD)/ferry tests/e2e/run.sh
+check: all $(BUILD)/unit-tests $(TEST_TOOLS)
+	FERRY_GUEST_DIR=$(BUILD)/guest $(BUILD)/unit-tests --jobs 2
+	FERRY=$(BUILD)/ferry TOOLS=$(BUILD)/tests tests/e2e/run.sh
 
 test: deps
 	$(MAKE) check

@@ -1,9 +1,11 @@
 /*
  * `ferry ctl SOCKET COMMAND [KEY=VALUE]...`: send one control-API command
  * and print the reply.  Values that look like integers or booleans are sent
- * as such; everything else is a string.
+ * as such; everything else is a string.  `ferry ctl SOCKET --raw LINE`
+ * sends LINE exactly as given and prints the reply line as it came.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,13 +58,19 @@ int cmd_ctl(int argc, char **argv)
 	json_t *args = json_object(), *req, *reply = NULL, *err;
 	char *line = NULL, buf[CTL_LINE_MAX];
 	size_t got = 0;
+	bool raw = argc == 4 && strcmp(argv[2], "--raw") == 0;
 	int fd, status = EXIT_RUNTIME;
 
-	if (argc < 3) {
+	if (argc < 3 || (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
 		json_decref(args);
+		if (argc > 1 && argv[1][0] == '-') {
+			puts("usage: ferry ctl SOCKET COMMAND [KEY=VALUE]...\n"
+			     "       ferry ctl SOCKET --raw JSON-LINE");
+			return 0;
+		}
 		return usage_error("ctl", "usage: ferry ctl SOCKET COMMAND [KEY=VALUE]...");
 	}
-	for (int i = 3; i < argc; i++) {
+	for (int i = 3; i < argc && !raw; i++) {
 		const char *eq = strchr(argv[i], '=');
 		char key[128];
 
@@ -74,9 +82,14 @@ int cmd_ctl(int argc, char **argv)
 		key[eq - argv[i]] = 0;
 		json_object_set_new(args, key, typed_value(eq + 1));
 	}
-	req = json_pack("{s:s, s:o}", "execute", argv[2], "arguments", args);
-	line = json_dumps(req, JSON_COMPACT);
-	json_decref(req);
+	if (raw) {
+		json_decref(args);
+		line = strdup(argv[3]);
+	} else {
+		req = json_pack("{s:s, s:o}", "execute", argv[2], "arguments", args);
+		line = json_dumps(req, JSON_COMPACT);
+		json_decref(req);
+	}
 
 	fd = ctl_connect(argv[1]);
 	if (fd < 0) {
@@ -98,6 +111,11 @@ int cmd_ctl(int argc, char **argv)
 		got += (size_t)n;
 		if (memchr(buf, '\n', got))
 			break;
+	}
+	if (raw) {
+		fwrite(buf, 1, got, stdout);
+		status = got && memchr(buf, '\n', got) ? 0 : EXIT_RUNTIME;
+		goto out;
 	}
 	reply = json_loadb(buf, got, JSON_DISABLE_EOF_CHECK, NULL);
 	if (!reply) {

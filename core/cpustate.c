@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "../guest/abi.h"
 #include "util.h"
 
 #define MSR_IA32_TSC 0x10
@@ -209,10 +210,18 @@ static int restore_msrs(struct vcpu *v, const struct vcpu_state *s)
 	return 0;
 }
 
-static int restore_tsc(struct vcpu *v, const struct vcpu_state *s)
+struct restore_ctx {
+	const struct vm_state *st;
+	/* Where KVM kept its own TSC offset, the pause instant it implies. */
+	bool offset_ignored[FERRY_MAX_VCPUS];
+	uint64_t implied_pause_tsc[FERRY_MAX_VCPUS];
+};
+
+static int restore_tsc(struct vcpu *v, const struct vcpu_state *s,
+		       struct restore_ctx *ctx)
 {
 	struct vm *vm = v->vm;
-	uint64_t ofs = s->tsc - vm->pause_host_tsc;
+	uint64_t want = s->tsc - vm->pause_host_tsc, ofs = want;
 	struct kvm_device_attr attr = {
 		.group = KVM_VCPU_TSC_CTRL, .attr = KVM_VCPU_TSC_OFFSET,
 		.addr = (uintptr_t)&ofs,
@@ -224,6 +233,17 @@ static int restore_tsc(struct vcpu *v, const struct vcpu_state *s)
 
 	if (vm->has_tsc_offset) {
 		VCPU_IOCTL(v, KVM_SET_DEVICE_ATTR, &attr);
+		/*
+		 * kvm_pvm accepts the offset and keeps 0: its guests read the
+		 * host TSC natively.  Read back what KVM really holds; the
+		 * guest's time then continues, and the pause instant is the
+		 * one at which this offset gives the captured TSC.
+		 */
+		VCPU_IOCTL(v, KVM_GET_DEVICE_ATTR, &attr);
+		if (ofs != want) {
+			ctx->offset_ignored[v->index] = true;
+			ctx->implied_pause_tsc[v->index] = s->tsc - ofs;
+		}
 		return 0;
 	}
 	/* Without the offset attribute, aim the TSC at "now" directly. */
@@ -245,8 +265,8 @@ static int restore_tsc(struct vcpu *v, const struct vcpu_state *s)
  */
 static int restore_vcpu(struct vcpu *v, void *arg)
 {
-	const struct vm_state *st = arg;
-	const struct vcpu_state *s = &st->vcpus[v->index];
+	struct restore_ctx *ctx = arg;
+	const struct vcpu_state *s = &ctx->st->vcpus[v->index];
 	struct vcpu_state *w;
 	struct {
 		struct kvm_cpuid2 hdr;
@@ -283,7 +303,7 @@ static int restore_vcpu(struct vcpu *v, void *arg)
 	SET(KVM_SET_XCRS, &w->xcrs);
 	SET(KVM_SET_DEBUGREGS, &w->debugregs);
 	SET(KVM_SET_LAPIC, &w->lapic);
-	rc = restore_tsc(v, w);
+	rc = restore_tsc(v, w, ctx);
 	if (!rc)
 		rc = restore_msrs(v, w);
 	if (rc)
@@ -299,6 +319,7 @@ out:
 int vm_restore(struct vm *vm, const struct vm_state *st, bool clock_continues)
 {
 	struct kvm_clock_data clock;
+	struct restore_ctx *ctx;
 	uint64_t now_rt, elapsed_ns = 0;
 	int rc;
 
@@ -335,5 +356,14 @@ int vm_restore(struct vm *vm, const struct vm_state *st, bool clock_continues)
 	memset(clock.pad, 0, sizeof(clock.pad));
 	if (ioctl(vm->fd, KVM_SET_CLOCK, &clock) < 0)
 		return ferr_sys(errno, "KVM_SET_CLOCK failed");
-	return vm_exec_all(vm, restore_vcpu, (void *)st);
+
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	ctx->st = st;
+	rc = vm_exec_all(vm, restore_vcpu, ctx);
+	if (!rc && ctx->offset_ignored[0])
+		vm->pause_host_tsc = ctx->implied_pause_tsc[0];
+	free(ctx);
+	return rc;
 }

@@ -184,6 +184,15 @@ static int create_vcpus(struct vm *vm)
 			v->run = NULL;
 			return ferr_sys(errno, "cannot map kvm_run of vCPU %u", i);
 		}
+		if (vm->dirty_ring_bytes) {
+			v->dirty_ring = mmap(NULL, vm->dirty_ring_bytes, PROT_READ | PROT_WRITE,
+					     MAP_SHARED, v->fd,
+					     KVM_DIRTY_LOG_PAGE_OFFSET * getpagesize());
+			if (v->dirty_ring == MAP_FAILED) {
+				v->dirty_ring = NULL;
+				return ferr_sys(errno, "cannot map the dirty ring of vCPU %u", i);
+			}
+		}
 	}
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
@@ -345,6 +354,8 @@ void vm_destroy(struct vm *vm)
 				pthread_join(v->thread, NULL);
 			if (v->run)
 				munmap(v->run, vm->run_size);
+			if (v->dirty_ring)
+				munmap(v->dirty_ring, vm->dirty_ring_bytes);
 			if (v->fd > 0)
 				close(v->fd);
 		}

@@ -77,7 +77,8 @@ struct vcpu {
 
 	_Atomic uint64_t exits;
 
-	/* Dirty ring (owned by dirtylog/; NULL when the ring is off). */
+	/* Dirty ring, mapped by core when the VM has one (vm->dirty_ring_bytes);
+	 * harvested by dirtylog/, which owns dirty_ring_next. */
 	void *dirty_ring;
 	uint32_t dirty_ring_next;
 

@@ -1,0 +1,95 @@
+# Helpers for the end-to-end tests.  Each test is a shell function named
+# test_* in a t_*.sh file; run.sh runs each in its own subshell with `set -eu`
+# and a scratch directory in $T.  A test fails on the first failing command.
+
+FERRY=${FERRY:-build/ferry}
+TOOLS=${TOOLS:-build/tests}
+# One ferry run may not take longer than this many seconds.
+RUN_TIMEOUT=${RUN_TIMEOUT:-120}
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+# expect_status WANT CMD...: runs CMD (stdout+stderr to $T/out) and checks
+# its exit status.
+expect_status() {
+	local want=$1 got=0
+	shift
+	"$@" >"$T/out" 2>&1 || got=$?
+	if [ "$got" != "$want" ]; then
+		sed 's/^/    | /' "$T/out" >&2
+		fail "'$*' exited $got, expected $want"
+	fi
+}
+
+# expect_output PATTERN: grep -E PATTERN in the last command's output.
+expect_output() {
+	grep -Eq -- "$1" "$T/out" || { sed 's/^/    | /' "$T/out" >&2; fail "output lacks /$1/"; }
+}
+
+# expect_lines N PATTERN: exactly N lines of the last output match.
+expect_lines() {
+	local n
+	n=$(grep -Ec -- "$2" "$T/out" || true)
+	[ "$n" = "$1" ] || { sed 's/^/    | /' "$T/out" >&2; fail "$n lines match /$2/, expected $1"; }
+}
+
+ferry() {
+	timeout "$RUN_TIMEOUT" "$FERRY" "$@"
+}
+
+# start_ferry NAME ARGS...: runs `ferry ARGS` in the background, its output
+# in $T/NAME.log and its pid in $T/NAME.pid.  (Its lifetime is bounded by
+# wait_exit and by run.sh killing a test's leftover jobs.)
+start_ferry() {
+	local name=$1
+	shift
+	"$FERRY" "$@" >"$T/$name.log" 2>&1 &
+	echo $! >"$T/$name.pid"
+}
+
+# wait_exit NAME [SECONDS]: waits for a start_ferry process and sets
+# $STATUS to its exit status.  (Not in a $(...): only this shell can wait.)
+wait_exit() {
+	local pid i
+	pid=$(cat "$T/$1.pid")
+	for i in $(seq 1 $((${2:-60} * 10))); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid"
+		sed 's/^/    | /' "$T/$1.log" >&2
+		fail "$1 did not exit within ${2:-60} s"
+	fi
+	STATUS=0
+	wait "$pid" || STATUS=$?
+}
+
+# expect_exit NAME WANT [SECONDS]: wait_exit, then check the status.
+expect_exit() {
+	wait_exit "$1" "${3:-60}"
+	[ "$STATUS" = "$2" ] || { sed 's/^/    | /' "$T/$1.log" >&2; fail "$1 exited $STATUS, expected $2"; }
+}
+
+# wait_socket PATH: waits until a control socket answers.
+wait_socket() {
+	local i
+	for i in $(seq 1 200); do
+		"$FERRY" ctl "$1" status >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	fail "control socket $1 never answered"
+}
+
+# ctl SOCKET COMMAND [K=V]...: prints the reply's "return" as JSON.
+ctl() {
+	"$FERRY" ctl "$@"
+}
+
+# json FILTER: applies a jq filter to stdin.
+json() {
+	jq -er "$1"
+}

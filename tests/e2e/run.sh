@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every end-to-end test (tests/e2e/t_*.sh, functions test_*), each in
+# its own subshell and scratch directory.  Prints one line per test and a
+# summary; exits non-zero if any failed.  ONLY=pattern runs a subset.
+set -u
+cd "$(dirname "$0")/../.."
+. tests/e2e/lib.sh
+
+[ -x "$FERRY" ] || { echo "e2e: $FERRY not built" >&2; exit 1; }
+pass=0
+failed=()
+start=$(date +%s)
+for file in tests/e2e/t_*.sh; do
+	for fn in $(bash -c ". tests/e2e/lib.sh; . $file; declare -F" | awk '{print $3}' | grep '^test_'); do
+		name="$(basename "$file" .sh)/$fn"
+		[[ "$name" =~ ${ONLY:-.} ]] || continue
+		T=$(mktemp -d /tmp/ferry-e2e.XXXXXX)
+		t0=$(date +%s%N)
+		(
+			set -eu
+			export T
+			trap 'jobs -p | xargs -r kill 2>/dev/null; wait 2>/dev/null' EXIT
+			. tests/e2e/lib.sh
+			. "$file"
+			"$fn"
+		) >"$T/test.log" 2>&1
+		rc=$?
+		ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+		secs=$(printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)))
+		if [ $rc -eq 0 ]; then
+			pass=$((pass + 1))
+			printf '  ok    %-50s %5ss\n' "$name" "$secs"
+			rm -rf "$T"
+		else
+			failed+=("$name")
+			printf '  FAIL  %-50s %5ss\n' "$name" "$secs"
+			sed 's/^/        /' "$T/test.log"
+			for log in "$T"/*.log; do
+				[ "$log" = "$T/test.log" ] && continue
+				[ -f "$log" ] || continue
+				echo "        --- $(basename "$log")"
+				tail -n 20 "$log" | sed 's/^/        /'
+			done
+			rm -rf "$T"
+		fi
+	done
+done
+echo "e2e: ${pass} passed, ${#failed[@]} failed in $(( $(date +%s) - start ))s"
+[ ${#failed[@]} -eq 0 ]
