@@ -130,6 +130,7 @@ struct vm {
 	pthread_mutex_t console_lock;
 	pthread_mutex_t progress_lock;
 	char guest_name[32];
+	char dirty_log[16];             /* chosen dirty-log backend, for status */
 	_Atomic unsigned unhandled_io_warnings;
 
 	/* Called on a vCPU thread on KVM_EXIT_DIRTY_RING_FULL. */
