@@ -16,7 +16,8 @@
  *
  * Threads: dlog_start/collect/rearm/stop/vcpu_counts are called by one
  * controller thread (a migration), while the vCPUs run.  The ring backend
- * also harvests on vCPU threads when a ring fills (KVM_EXIT_DIRTY_RING_FULL).
+ * also harvests when a ring fills (KVM_EXIT_DIRTY_RING_FULL): the vCPU's
+ * thread hands the ring to the session's reaper thread and waits for it.
  * One VM has at most one active struct dlog at a time (-EBUSY otherwise):
  * two collectors would each take bits the other never sees.
  *
@@ -40,7 +41,8 @@ enum dlog_backend {
 
 struct dlog;
 
-/* "auto", "bitmap", "clear", "ring" <-> enum; -EINVAL for anything else. */
+/* "auto", "bitmap", "clear", "ring" <-> enum; -EINVAL for anything else.
+ * Any thread. */
 int dlog_parse(const char *name, enum dlog_backend *out);
 const char *dlog_name(enum dlog_backend b);
 
@@ -48,8 +50,8 @@ const char *dlog_name(enum dlog_backend b);
  * Resolves `want` to a backend this host supports (auto picks the best),
  * and fills what must be decided before the VM exists: the dirty ring is
  * enabled at VM creation, so the ring backend sets cfg->dirty_ring_bytes
- * and cfg->dirty_ring_acq_rel.  -ENOTSUP with a message if `want` is not
- * available here.
+ * and cfg->dirty_ring_acq_rel (the others clear them).  -ENOTSUP with a
+ * message if `want` is not available here.  Main thread, before vm_create.
  */
 int dlog_prepare(enum dlog_backend want, struct vm_config *cfg,
 		 enum dlog_backend *chosen);
@@ -74,6 +76,7 @@ void dlog_attach(struct vm *vm, enum dlog_backend chosen);
  * ring; with a ring, KVM has no dirty bitmap for the other two).  For the
  * bitmap backends a running VM is paused once, briefly, to open the vCPUs'
  * statistics (vCPU ioctls run on vCPU threads); see dlog_vcpu_counts().
+ * Controller thread, never a vCPU thread.
  */
 int dlog_start(struct vm *vm, enum dlog_backend b, struct dlog **out);
 
@@ -85,7 +88,7 @@ int dlog_start(struct vm *vm, enum dlog_backend b, struct dlog **out);
  * ferry itself wrote (gmem_take_vmm_dirty).  For bitmap and ring, those
  * pages are tracked again from now on, so read their contents only after
  * this returns; for clear they stay unprotected (and keep being reported)
- * until dlog_rearm().
+ * until dlog_rearm().  Controller thread; the VM may run or be paused.
  */
 int dlog_collect(struct dlog *d, uint64_t *bitmap, uint64_t *count);
 
@@ -111,6 +114,7 @@ int dlog_rearm(struct dlog *d, const uint64_t *bitmap, uint64_t first_page,
  */
 int dlog_vcpu_counts(struct dlog *d, uint64_t *counts);
 
+/* The backend d uses (DLOG_AUTO resolved).  Any thread. */
 enum dlog_backend dlog_backend_of(const struct dlog *d);
 
 /* Cumulative figures since dlog_start, for benchmarks and diagnostics. */
@@ -133,7 +137,8 @@ struct dlog_stats {
 /* Copies the figures out.  Controller thread. */
 void dlog_get_stats(struct dlog *d, struct dlog_stats *out);
 
-/* Stops tracking and frees d.  The VM keeps running normally. */
+/* Stops tracking and frees d (NULL is a no-op).  The VM keeps running
+ * normally and is never paused for this.  Controller thread. */
 void dlog_stop(struct dlog *d);
 
 #endif

@@ -214,8 +214,8 @@ Test(dirtylog, stamp_clear_4_vcpus) { run_stamp(DLOG_CLEAR, 4, 0); }
 Test(dirtylog, stamp_ring_1_vcpu) { run_stamp(DLOG_RING, 1, 0); }
 Test(dirtylog, stamp_ring_2_vcpus) { run_stamp(DLOG_RING, 2, 0); }
 Test(dirtylog, stamp_ring_4_vcpus) { run_stamp(DLOG_RING, 4, 0); }
-/* 256 entries per ring: full-ring exits all the time, harvested on the
- * vCPU threads while the test collects from its own. */
+/* 256 entries per ring: full-ring exits all the time, harvested by the
+ * reaper while the vCPUs wait, between the test's own collections. */
 Test(dirtylog, stamp_small_ring_2_vcpus) { run_stamp(DLOG_RING, 2, 4096); }
 
 /*
