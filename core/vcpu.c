@@ -117,6 +117,10 @@ void *vcpu_thread_main(void *arg)
 				break;
 			continue;
 		}
+		if (atomic_load_explicit(&v->throttle_sleep_ns, memory_order_relaxed)) {
+			vcpu_throttle_sleep(v);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "../guest/abi.h"
@@ -238,6 +239,8 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	vm->mem.fd = -1;
 	vm->console_fd = STDOUT_FILENO;
 	vm->created_ns = now_ns();
+	if (getrandom(vm->uuid, sizeof(vm->uuid), 0) != sizeof(vm->uuid))
+		memset(vm->uuid, 0, sizeof(vm->uuid));
 	vm->state = VM_CREATED;
 	atomic_store(&vm->pause_req, true);
 	pthread_mutex_init(&vm->op_lock, NULL);
@@ -339,6 +342,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	vm_throttle_stop(vm);
 	if (vm->vcpus) {
 		pthread_mutex_lock(&vm->lock);
 		atomic_store(&vm->stopping, true);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "devices.h"
 #include "iotable.h"
 #include "memory.h"
 
@@ -76,6 +77,11 @@ struct vcpu {
 	struct vcpu_work *work;
 
 	_Atomic uint64_t exits;
+
+	/* Throttling (core/throttle.c): percentage of each period to sleep,
+	 * and the sleep the throttle thread has asked for. */
+	_Atomic unsigned throttle_pct;
+	_Atomic uint64_t throttle_sleep_ns;
 
 	/* Dirty ring, mapped by core when the VM has one (vm->dirty_ring_bytes);
 	 * harvested by dirtylog/, which owns dirty_ring_next. */
@@ -133,6 +139,16 @@ struct vm {
 	char dirty_log[16];             /* chosen dirty-log backend, for status */
 	_Atomic unsigned unhandled_io_warnings;
 
+	/* Migratable devices, registered before the VM starts. */
+	struct vm_device devices[VM_DEVICES_MAX];
+	unsigned ndevices;
+
+	uint8_t uuid[16];               /* this VM's identity, kept across migration */
+
+	/* The throttle thread, started when a vCPU is first throttled. */
+	pthread_t throttle_thread;
+	bool throttle_running;
+
 	/* Called on a vCPU thread on KVM_EXIT_DIRTY_RING_FULL. */
 	void (*dirty_ring_full)(struct vcpu *vcpu, void *opaque);
 	void *dirty_ring_opaque;
@@ -184,10 +200,20 @@ unsigned vm_progress_get(struct vm *vm, unsigned index,
 /* Writes guest console output (from any thread). */
 void vm_console_write(struct vm *vm, const void *buf, size_t len);
 
+/*
+ * Throttling: vCPU `index` sleeps `pct` percent of every 10 ms period (0
+ * stops it; pct is capped at 99).  Used by auto-converge to slow the vCPUs
+ * that dirty memory fastest.  Any thread.
+ */
+int vm_throttle_set(struct vm *vm, unsigned index, unsigned pct);
+unsigned vm_throttle_get(struct vm *vm, unsigned index);
+void vm_throttle_stop(struct vm *vm);
+
 /* Internal to core/: the vCPU thread body and kick. */
 void *vcpu_thread_main(void *arg);
 void vcpu_kick(struct vcpu *vcpu);
 void vcpu_handle_exit(struct vcpu *vcpu);
+void vcpu_throttle_sleep(struct vcpu *vcpu);
 int vm_register_core_ports(struct vm *vm);
 
 #endif
