@@ -11,7 +11,7 @@ V        ?=
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wundef
 CFLAGS   := -std=gnu11 $(WARN) -g -O2 -D_GNU_SOURCE -I. -pthread
-LDLIBS   := -pthread -ljansson
+LDLIBS   := -pthread -ljansson -lzstd -lxxhash
 ifeq ($(SAN),1)
 CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=all
@@ -43,7 +43,7 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all deps test unit-test e2e-test asan-test demo clean
+.PHONY: all deps check test asan-test demo clean
 all: $(BUILD)/ferry $(GUEST_IMGS) $(BENCHES)
 
 deps: $(DEPS_STAMP)
@@ -88,7 +88,7 @@ $(BUILD)/tests/%: tests/tools/%.c
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
-TEST_TOOLS := $(BUILD)/tests/ctl_abuse
+TEST_TOOLS := $(BUILD)/tests/ctl_abuse $(BUILD)/tests/mig_proxy
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libferry.a
 	@mkdir -p $(dir $@)

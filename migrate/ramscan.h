@@ -1,0 +1,23 @@
+/*
+ * Scanning guest RAM without touching what was never written.  Guest RAM is
+ * a memfd: pages the guest never wrote are holes, and reading them would
+ * allocate memory for nothing.  lseek(SEEK_DATA/SEEK_HOLE) finds the
+ * written extents instead.
+ */
+#ifndef FERRY_MIG_RAMSCAN_H
+#define FERRY_MIG_RAMSCAN_H
+
+#include <stdint.h>
+
+#include "../core/memory.h"
+
+/* Clears in `bitmap` every page that lies in a hole of guest RAM. */
+int mig_clear_holes(const struct guest_mem *m, uint64_t *bitmap);
+
+/*
+ * XXH3-64 digest of every page of guest RAM into out[npages] (holes get the
+ * digest of a zero page without being read).  Uses `threads` threads.
+ */
+int mig_digest_ram(const struct guest_mem *m, uint64_t *out, unsigned threads);
+
+#endif
