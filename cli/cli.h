@@ -10,12 +10,15 @@
 
 int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
 
 /* Prints "ferry SUB: message" to stderr and returns EXIT_USAGE. */
 int usage_error(const char *sub, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Registers status, pause, resume, quit, shutdown, query-cpus, query-guest. */
-int vm_commands_register(struct ctl_server *s, struct vm *vm);
+/* Connects to a control socket; the fd, or -errno with a message. */
+int ctl_connect(const char *path);
+/* Sends one request line and reads one reply into *reply (caller decrefs). */
+int ctl_request(int fd, const char *execute, json_t *args, json_t **reply);
 
 #endif

@@ -32,8 +32,7 @@ static json_t *typed_value(const char *s)
 	return json_string(s);
 }
 
-/* Connects to a control socket; -errno with a message. */
-static int ctl_connect(const char *path)
+int ctl_connect(const char *path)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	int fd;
@@ -51,6 +50,48 @@ static int ctl_connect(const char *path)
 		return rc;
 	}
 	return fd;
+}
+
+/* Reads one newline-terminated reply line into buf (NUL-terminated). */
+static int read_line(int fd, char *buf, size_t cap, size_t *len)
+{
+	size_t got = 0;
+
+	while (got < cap - 1) {
+		ssize_t n = read(fd, buf + got, cap - 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(buf, '\n', got))
+			break;
+	}
+	buf[got] = 0;
+	*len = got;
+	return got && memchr(buf, '\n', got) ? 0 : -EPIPE;
+}
+
+int ctl_request(int fd, const char *execute, json_t *args, json_t **reply)
+{
+	json_t *req = json_pack("{s:s, s:O}", "execute", execute, "arguments", args);
+	char *line = json_dumps(req, JSON_COMPACT), buf[CTL_LINE_MAX];
+	size_t len;
+	int rc;
+
+	json_decref(req);
+	rc = write_all(fd, line, strlen(line));
+	if (!rc)
+		rc = write_all(fd, "\n", 1);
+	free(line);
+	if (rc)
+		return ferr_sys(rc, "cannot send to the control socket");
+	rc = read_line(fd, buf, sizeof(buf), &len);
+	if (rc)
+		return ferr(EPIPE, "the control socket closed without a reply");
+	*reply = json_loadb(buf, len, JSON_DISABLE_EOF_CHECK, NULL);
+	return *reply ? 0 : ferr(EPROTO, "the control socket sent a malformed reply");
 }
 
 int cmd_ctl(int argc, char **argv)
@@ -101,17 +142,7 @@ int cmd_ctl(int argc, char **argv)
 		fprintf(stderr, "ferry ctl: cannot send to %s: %s\n", argv[1], strerror(errno));
 		goto out;
 	}
-	while (got < sizeof(buf) - 1) {
-		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-		if (memchr(buf, '\n', got))
-			break;
-	}
+	read_line(fd, buf, sizeof(buf), &got);
 	if (raw) {
 		fwrite(buf, 1, got, stdout);
 		status = got && memchr(buf, '\n', got) ? 0 : EXIT_RUNTIME;

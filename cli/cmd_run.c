@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,29 +17,40 @@
 #include "../core/boot.h"
 #include "../core/loader.h"
 #include "../core/util.h"
+#include "../transport/xport.h"
 #include "cli.h"
+#include "runner.h"
 
 #define MAX_GUEST_ARGS 64
 
 static const char run_usage[] =
 	"usage: ferry run [--mem SIZE] [--cpus N] [--guest NAME] [--guest-arg KEY=VALUE]...\n"
-	"                 [--control SOCKET] [--console FILE]\n"
+	"                 [--control SOCKET] [--console FILE] [--dirty-log BACKEND]\n"
+	"       ferry run --incoming tcp:ADDR:PORT [--mem SIZE] [--cpus N] [--control SOCKET]\n"
+	"                 [--console FILE] [--dirty-log BACKEND]\n"
 	"\n"
 	"  --mem SIZE          guest RAM, e.g. 256M or 16G (default 256M)\n"
 	"  --cpus N            vCPUs, 1 to 64 (default 1)\n"
 	"  --guest NAME        guest program: hello, idle, dirty (default hello)\n"
 	"  --guest-arg K=V     an argument for the guest program (repeatable)\n"
 	"  --control SOCKET    serve the JSON control API on this unix socket\n"
-	"  --console FILE      write guest output to FILE instead of stdout\n";
+	"  --console FILE      write guest output to FILE instead of stdout\n"
+	"  --dirty-log B       dirty-page tracking for migrations: auto, bitmap, clear\n"
+	"                      or ring (default auto; see docs/dirtylog.md)\n"
+	"  --incoming URI      wait for one live migration on URI, then run that VM;\n"
+	"                      --mem and --cpus, if given, must match the source\n";
 
 struct run_opts {
 	uint64_t mem;
 	unsigned cpus;
+	bool mem_given, cpus_given;
 	const char *guest;
 	char *args[MAX_GUEST_ARGS];
 	unsigned nargs;
 	const char *control;
 	const char *console;
+	const char *incoming;
+	enum dlog_backend dirty_log;
 };
 
 int usage_error(const char *sub, const char *fmt, ...)
@@ -62,6 +74,8 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 		{ "guest-arg", required_argument, NULL, 'a' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "console", required_argument, NULL, 'o' },
+		{ "incoming", required_argument, NULL, 'i' },
+		{ "dirty-log", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -81,6 +95,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 				return usage_error("run", "--mem %s is out of range: 32M to 64G", optarg);
 			if (o->mem % (2ull << 20))
 				return usage_error("run", "--mem %s is not a multiple of 2M", optarg);
+			o->mem_given = true;
 			break;
 		case 'c':
 			if (parse_u64(optarg, &v) < 0)
@@ -89,6 +104,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 				return usage_error("run", "--cpus %s is out of range: 1 to %u", optarg,
 						   FERRY_MAX_VCPUS);
 			o->cpus = (unsigned)v;
+			o->cpus_given = true;
 			break;
 		case 'g':
 			o->guest = optarg;
@@ -104,6 +120,14 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 		case 'o':
 			o->console = optarg;
 			break;
+		case 'i':
+			o->incoming = optarg;
+			break;
+		case 'D':
+			if (dlog_parse(optarg, &o->dirty_log) < 0)
+				return usage_error("run", "--dirty-log '%s' must be auto, bitmap, clear or ring",
+						   optarg);
+			break;
 		case 'h':
 			fputs(run_usage, stdout);
 			exit(0);
@@ -117,109 +141,255 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 	}
 	if (optind < argc)
 		return usage_error("run", "unexpected argument '%s'", argv[optind]);
+	if (o->incoming && (o->nargs || strcmp(o->guest, "hello") != 0))
+		return usage_error("run", "--incoming takes the guest from the source; "
+				   "--guest and --guest-arg do not apply");
 	return 0;
 }
 
-struct signal_waiter {
-	struct vm *vm;
-	sigset_t set;
+struct run_ctx {
+	struct run_opts o;
+	struct runner r;
+	struct vm_config cfg;
+	int console_fd;
+	sigset_t signals;
 };
 
 static void *signal_thread(void *arg)
 {
-	struct signal_waiter *w = arg;
+	struct run_ctx *ctx = arg;
 	int sig;
 
 	pthread_setname_np(pthread_self(), "ferry-signals");
-	while (sigwait(&w->set, &sig) == 0)
-		vm_end(w->vm, 128 + sig, "stopped by signal %d (%s)", sig, strsignal(sig));
+	while (sigwait(&ctx->signals, &sig) == 0) {
+		struct vm *vm = runner_vm(&ctx->r, NULL);
+
+		if (vm)
+			vm_end(vm, 128 + sig, "stopped by signal %d (%s)", sig, strsignal(sig));
+		else if (ctx->r.incoming)
+			mig_in_abort(ctx->r.incoming, "stopped by a signal");
+	}
 	return NULL;
 }
 
-int cmd_run(int argc, char **argv)
+/* Builds the destination VM for an incoming migration's description. */
+static int create_incoming_vm(void *opaque, const struct mig_vmdesc *d, struct vm **out)
 {
-	struct vm_config cfg = { 0 };
-	struct ferry_image_header hdr;
-	struct ctl_server *ctl = NULL;
-	struct signal_waiter waiter;
-	struct run_opts o;
-	struct vm *vm = NULL;
-	char image[PATH_MAX], msg[512];
-	pthread_t sig_thread;
-	int rc, status = EXIT_RUNTIME;
+	struct run_ctx *ctx = opaque;
+	char a[32], b[32];
+	struct vm *vm;
+	int rc;
 
-	rc = parse_run_opts(argc, argv, &o);
+	if (ctx->o.mem_given && ctx->o.mem != d->mem_size)
+		return ferr(EINVAL, "memory size mismatch: the source VM has %s, this destination "
+			    "was started with --mem %s", fmt_size(a, sizeof(a), d->mem_size),
+			    fmt_size(b, sizeof(b), ctx->o.mem));
+	if (ctx->o.cpus_given && ctx->o.cpus != d->ncpus)
+		return ferr(EINVAL, "vCPU count mismatch: the source VM has %u, this destination "
+			    "was started with --cpus %u", d->ncpus, ctx->o.cpus);
+	ctx->cfg.mem_size = d->mem_size;
+	ctx->cfg.ncpus = d->ncpus;
+	rc = vm_create(&vm, &ctx->cfg);
 	if (rc)
 		return rc;
-	rc = loader_find_image(o.guest, image, sizeof(image));
+	memcpy(vm->uuid, d->uuid, sizeof(vm->uuid));
+	snprintf(vm->guest_name, sizeof(vm->guest_name), "%s", d->guest_name);
+	snprintf(vm->dirty_log, sizeof(vm->dirty_log), "%s", dlog_name(ctx->r.dirty_log));
+	vm->console_fd = ctx->console_fd;
+	*out = vm;
+	return 0;
+}
+
+static int boot_guest(struct run_ctx *ctx, struct vm **out)
+{
+	struct ferry_image_header hdr;
+	char image[PATH_MAX];
+	struct vm *vm;
+	int rc;
+
+	rc = loader_find_image(ctx->o.guest, image, sizeof(image));
 	if (rc)
 		return usage_error("run", "%s", ferr_msg(rc));
-
-	/* Signals that end ferry are taken by one thread, never by a vCPU. */
-	sigemptyset(&waiter.set);
-	sigaddset(&waiter.set, SIGINT);
-	sigaddset(&waiter.set, SIGTERM);
-	sigaddset(&waiter.set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-
-	cfg.mem_size = o.mem;
-	cfg.ncpus = o.cpus;
-	rc = vm_create(&vm, &cfg);
+	ctx->cfg.mem_size = ctx->o.mem;
+	ctx->cfg.ncpus = ctx->o.cpus;
+	rc = vm_create(&vm, &ctx->cfg);
 	if (rc) {
 		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
 		return EXIT_RUNTIME;
 	}
+	vm->console_fd = ctx->console_fd;
+	snprintf(vm->dirty_log, sizeof(vm->dirty_log), "%s", dlog_name(ctx->r.dirty_log));
 	rc = loader_load_file(&vm->mem, image, &hdr);
 	if (rc) {
 		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
-		goto destroy;
+		vm_destroy(vm);
+		return EXIT_RUNTIME;
 	}
-	rc = loader_check_args(&hdr, o.args, o.nargs);
+	rc = loader_check_args(&hdr, ctx->o.args, ctx->o.nargs);
 	if (rc) {
-		status = usage_error("run", "%s", ferr_msg(rc));
-		goto destroy;
+		vm_destroy(vm);
+		return usage_error("run", "%s", ferr_msg(rc));
 	}
-	rc = boot_setup_memory(vm, &hdr, o.args, o.nargs);
+	rc = boot_setup_memory(vm, &hdr, ctx->o.args, ctx->o.nargs);
 	if (!rc)
 		rc = boot_setup_vcpus(vm, &hdr);
 	if (rc) {
 		fprintf(stderr, "ferry run: cannot boot the guest: %s\n", ferr_msg(rc));
-		goto destroy;
+		vm_destroy(vm);
+		return EXIT_RUNTIME;
 	}
-	if (o.console) {
-		vm->console_fd = open(o.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (vm->console_fd < 0) {
-			fprintf(stderr, "ferry run: cannot open console file %s: %s\n",
-				o.console, strerror(errno));
-			vm->console_fd = STDOUT_FILENO;
-			goto destroy;
-		}
+	*out = vm;
+	return 0;
+}
+
+static int start_control(struct run_ctx *ctx, struct ctl_server **out)
+{
+	int rc;
+
+	*out = NULL;
+	if (!ctx->o.control)
+		return 0;
+	rc = ctl_server_create(out);
+	if (!rc)
+		rc = vm_commands_register(*out, &ctx->r);
+	if (!rc)
+		rc = mig_commands_register(*out, &ctx->r);
+	if (!rc)
+		rc = ctl_server_listen(*out, ctx->o.control);
+	if (rc)
+		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
+	return rc;
+}
+
+/* Receives the VM; returns 0 with the VM resumed, else an exit status. */
+static int run_incoming(struct run_ctx *ctx, struct ctl_server **ctl, struct vm **out)
+{
+	struct xport_listener *l;
+	struct mig_in_stats st;
+	int rc;
+
+	rc = xport_listen(ctx->o.incoming, &l);
+	if (rc) {
+		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
+		return EXIT_RUNTIME;
 	}
-	if (o.control) {
-		rc = ctl_server_create(&ctl);
-		if (!rc)
-			rc = vm_commands_register(ctl, vm);
-		if (!rc)
-			rc = ctl_server_listen(ctl, o.control);
-		if (rc) {
-			fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
-			goto destroy;
-		}
+	rc = mig_in_create(&ctx->r.incoming);
+	if (!rc)
+		rc = start_control(ctx, ctl);
+	if (rc) {
+		xport_listener_close(l);
+		return EXIT_RUNTIME;
 	}
-	waiter.vm = vm;
-	if (pthread_create(&sig_thread, NULL, signal_thread, &waiter) == 0)
+	flog("waiting for an incoming migration on %s:%s", l->scheme, l->addr);
+	rc = mig_in_run(ctx->r.incoming, l, create_incoming_vm, ctx, out);
+	xport_listener_close(l);
+	if (rc) {
+		fprintf(stderr, "ferry run: incoming migration failed: %s\n", ferr_msg(rc));
+		return EXIT_RUNTIME;
+	}
+	mig_in_query(ctx->r.incoming, &st);
+	flog("incoming migration from %s complete: downtime %.2f ms, %.1f MiB in %.1f ms",
+	     st.source, st.downtime_ns / 1e6, st.bytes / 1048576.0, st.total_ns / 1e6);
+	return 0;
+}
+
+/* After the VM left for a destination, let `ferry migrate` read the end. */
+static void linger_for_migration_client(struct run_ctx *ctx)
+{
+	uint64_t deadline = now_ns() + 3000000000ull;
+
+	pthread_mutex_lock(&ctx->r.lock);
+	while (ctx->r.mig && !ctx->r.final_status_read && now_ns() < deadline) {
+		struct timespec ts;
+
+		pthread_mutex_unlock(&ctx->r.lock);
+		ts = (struct timespec){ 0, 20000000 };
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&ctx->r.lock);
+		if (ctx->r.mig && !mig_out_finished(ctx->r.mig))
+			deadline = now_ns() + 3000000000ull;
+	}
+	pthread_mutex_unlock(&ctx->r.lock);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	/* One per process: the signal thread may look at it until exit. */
+	static struct run_ctx the_ctx;
+	struct run_ctx *ctx = &the_ctx;
+	struct ctl_server *ctl = NULL;
+	struct vm *vm = NULL;
+	char msg[512];
+	pthread_t sig_thread;
+	int rc, status = EXIT_RUNTIME;
+
+	ctx->console_fd = STDOUT_FILENO;
+	pthread_mutex_init(&ctx->r.lock, NULL);
+	pthread_cond_init(&ctx->r.cond, NULL);
+	rc = parse_run_opts(argc, argv, &ctx->o);
+	if (rc) {
+		status = rc;
+		goto free_ctx;
+	}
+	rc = dlog_prepare(ctx->o.dirty_log, &ctx->cfg, &ctx->r.dirty_log);
+	if (rc) {
+		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
+		goto free_ctx;
+	}
+
+	/* Signals that end ferry are taken by one thread, never by a vCPU. */
+	sigemptyset(&ctx->signals);
+	sigaddset(&ctx->signals, SIGINT);
+	sigaddset(&ctx->signals, SIGTERM);
+	sigaddset(&ctx->signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &ctx->signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (pthread_create(&sig_thread, NULL, signal_thread, ctx) == 0)
 		pthread_detach(sig_thread);
 
-	vm_start(vm);
+	if (ctx->o.console) {
+		ctx->console_fd = open(ctx->o.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (ctx->console_fd < 0) {
+			fprintf(stderr, "ferry run: cannot open console file %s: %s\n",
+				ctx->o.console, strerror(errno));
+			ctx->console_fd = STDOUT_FILENO;
+			goto free_ctx;
+		}
+	}
+	if (ctx->o.incoming) {
+		status = run_incoming(ctx, &ctl, &vm);
+		if (status)
+			goto cleanup;
+	} else {
+		status = boot_guest(ctx, &vm);
+		if (status)
+			goto cleanup;
+		status = EXIT_RUNTIME;
+		if (start_control(ctx, &ctl))
+			goto cleanup;
+	}
+	pthread_mutex_lock(&ctx->r.lock);
+	ctx->r.vm = vm;
+	pthread_mutex_unlock(&ctx->r.lock);
+	if (!ctx->o.incoming)
+		vm_start(vm);
 	status = vm_wait_end(vm, msg, sizeof(msg));
 	if (status != 0)
 		fprintf(stderr, "ferry: %s\n", msg);
+	linger_for_migration_client(ctx);
 
-destroy:
+cleanup:
 	ctl_server_destroy(ctl);
-	if (vm && vm->console_fd != STDOUT_FILENO)
-		close(vm->console_fd);
+	if (ctx->r.mig)
+		mig_out_free(ctx->r.mig);
+	pthread_mutex_lock(&ctx->r.lock);
+	ctx->r.vm = NULL;
+	pthread_mutex_unlock(&ctx->r.lock);
 	vm_destroy(vm);
+	mig_in_free(ctx->r.incoming);
+	ctx->r.incoming = NULL;
+	if (ctx->console_fd != STDOUT_FILENO)
+		close(ctx->console_fd);
+free_ctx:
 	return status;
 }

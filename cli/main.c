@@ -9,6 +9,7 @@ static const char usage[] =
 	"\n"
 	"  run       run a guest program in a new VM\n"
 	"  ctl       send one command to a running ferry's control socket\n"
+	"  migrate   live-migrate a running VM to another ferry\n"
 	"\n"
 	"`ferry COMMAND --help` describes each command; docs/cli.md has them all.\n";
 
@@ -22,6 +23,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ctl") == 0)
 		return cmd_ctl(argc - 1, argv + 1);
+	if (strcmp(argv[1], "migrate") == 0)
+		return cmd_migrate(argc - 1, argv + 1);
 	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0) {
 		fputs(usage, stdout);

@@ -69,7 +69,7 @@ static int probe_host(struct host_caps *h)
 
 	memset(h, 0, sizeof(*h));
 	if (fd < 0)
-		return ferr_sys(errno, "cannot open /dev/kvm to see which dirty logs it offers");
+		return ferr_sys(errno, "cannot open /dev/kvm (is KVM available to this user?)");
 	manual = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
 	acq = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
 	ring = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
