@@ -84,12 +84,61 @@ wait_socket() {
 	fail "control socket $1 never answered"
 }
 
-# ctl SOCKET COMMAND [K=V]...: prints the reply's "return" as JSON.
+# ctl SOCKET COMMAND [K=V]...: prints the reply's "return" as JSON; says
+# so on stderr when the command fails.
 ctl() {
-	"$FERRY" ctl "$@"
+	"$FERRY" ctl "$@" || { echo "ctl $*: failed (exit $?)" >&2; return 1; }
 }
 
 # json FILTER: applies a jq filter to stdin.
 json() {
 	jq -er "$1"
+}
+
+# start_dest NAME [RUN-ARGS...]: a destination `ferry run --incoming` on a
+# free loopback port with control socket $T/NAME.sock; sets DEST_PORT.
+start_dest() {
+	local name=$1 i
+	shift
+	start_ferry "$name" run --incoming tcp:127.0.0.1:0 --control "$T/$name.sock" "$@"
+	for i in $(seq 1 200); do
+		DEST_PORT=$(sed -nE 's/.*waiting for an incoming migration on tcp:127\.0\.0\.1:([0-9]+).*/\1/p' \
+			"$T/$name.log" 2>/dev/null)
+		[ -n "$DEST_PORT" ] && return 0
+		sleep 0.05
+	done
+	fail "destination $name never listened: $(cat "$T/$name.log")"
+}
+
+# start_src NAME [RUN-ARGS...]: a source VM with control socket $T/NAME.sock.
+start_src() {
+	local name=$1
+	shift
+	start_ferry "$name" run --control "$T/$name.sock" "$@"
+	wait_socket "$T/$name.sock"
+}
+
+# wait_mig_state SOCKET STATE...: waits until query-migrate reports one of
+# the states (any role); fails after 60 s.
+wait_mig_state() {
+	local sock=$1 s i
+	shift
+	for i in $(seq 1 1200); do
+		s=$(ctl "$sock" query-migrate 2>/dev/null | jq -r .state)
+		for want in "$@"; do
+			[ "$s" = "$want" ] && return 0
+		done
+		sleep 0.05
+	done
+	fail "migration on $sock never reached $* (last: $s)"
+}
+
+# guest_verifies NAME N: asks the VM behind $T/NAME.sock to finish and checks
+# that it exits 0 with N "verified" lines (the guest's own memory check).
+guest_verifies() {
+	ctl "$T/$1.sock" shutdown >/dev/null
+	expect_exit "$1" 0
+	local n
+	n=$(grep -c "verified" "$T/$1.log" || true)
+	[ "$n" = "$2" ] || { cat "$T/$1.log" >&2; fail "$1: $n verified lines, expected $2"; }
 }

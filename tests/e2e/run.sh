@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every end-to-end test (tests/e2e/t_*.sh, functions test_*), each in
 # its own subshell and scratch directory.  Prints one line per test and a
-# summary; exits non-zero if any failed.  ONLY=pattern runs a subset.
+# summary; exits non-zero if any failed.  ONLY=pattern runs a subset;
+# E2E_TRACE=1 traces each command of a test into its log.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/e2e/lib.sh
@@ -18,8 +19,14 @@ for file in tests/e2e/t_*.sh; do
 		t0=$(date +%s%N)
 		(
 			set -eu
+			if [ -n "${E2E_TRACE:-}" ]; then
+				exec 9>>"$T/trace.log"
+				BASH_XTRACEFD=9
+				set -x
+			fi
 			export T
-			trap 'jobs -p | xargs -r kill 2>/dev/null; wait 2>/dev/null' EXIT
+			# Leftovers of a failed test may be stopped: SIGKILL works anyway.
+			trap 'jobs -p | xargs -r kill -9 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 			. tests/e2e/lib.sh
 			. "$file"
 			"$fn"
@@ -33,7 +40,7 @@ for file in tests/e2e/t_*.sh; do
 			rm -rf "$T"
 		else
 			failed+=("$name")
-			printf '  FAIL  %-50s %5ss\n' "$name" "$secs"
+			printf '  FAIL  %-50s %5ss (status %d)\n' "$name" "$secs" "$rc"
 			sed 's/^/        /' "$T/test.log"
 			for log in "$T"/*.log; do
 				[ "$log" = "$T/test.log" ] && continue

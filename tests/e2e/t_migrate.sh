@@ -1,0 +1,83 @@
+# Live migration between two ferry processes on loopback.  Every migration
+# runs with --verify (a digest of every page compared before the switch)
+# and ends with the guest's own memory check on the destination.
+
+# migrate_ok SRC-ARGS... -- MIGRATE-ARGS...: one full migration, checked.
+migrate_ok() {
+	local src_args=() mig_args=()
+	while [ "$1" != "--" ]; do src_args+=("$1"); shift; done
+	shift
+	mig_args=("$@")
+	start_dest dst
+	start_src src "${src_args[@]}"
+	sleep 0.3
+	expect_status 0 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --verify "${mig_args[@]}"
+	expect_output "^migration completed: total [0-9.]+ ms, downtime [0-9.]+ ms"
+	expect_exit src 0
+	grep -q "the VM migrated to tcp:127.0.0.1:$DEST_PORT" "$T/src.log" || true
+	grep -q "incoming migration from .* complete" "$T/dst.log" || fail "destination did not report completion"
+	ctl "$T/dst.sock" status | json '.state == "running"' >/dev/null || fail "destination not running"
+}
+
+test_idle_and_dirty_patterns_on_1_and_4_vcpus() {
+	for n in 1 4; do
+		migrate_ok --guest idle --mem 256M --cpus "$n" --guest-arg wss=64M --
+		guest_verifies dst 1
+		for pattern in increment random stamp; do
+			migrate_ok --guest dirty --mem 256M --cpus "$n" --guest-arg wss=96M \
+				--guest-arg pattern=$pattern --
+			guest_verifies dst "$n"
+		done
+	done
+}
+
+test_channels_and_compression() {
+	for ch in 1 4; do
+		for z in zstd none; do
+			migrate_ok --guest dirty --mem 256M --cpus 2 --guest-arg pattern=random \
+				--guest-arg wss=96M -- --channels "$ch" --compress "$z"
+			guest_verifies dst 2
+		done
+	done
+}
+
+test_summary_and_query_figures() {
+	start_dest dst
+	start_src src --guest dirty --mem 256M --guest-arg wss=64M
+	expect_status 0 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --json --compress none
+	json '.state == "completed" and .downtime_ms > 0 and .transferred_bytes > 60000000
+	      and .iteration >= 2 and .throughput_bps > 0 and .switchover.running_ms > 0' \
+		<"$T/out" >/dev/null || fail "bad summary: $(cat "$T/out")"
+	ctl "$T/dst.sock" query-migrate >"$T/q"
+	json '.role == "destination" and .state == "running" and .downtime_ms > 0
+	      and .pages > 10000' <"$T/q" >/dev/null || fail "bad destination figures: $(cat "$T/q")"
+	guest_verifies dst 1
+}
+
+test_header_mismatch_rejected_before_ram_moves() {
+	start_dest dst --mem 512M
+	start_src src --guest dirty --mem 256M --guest-arg wss=64M
+	expect_status 1 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT"
+	expect_output "refused the VM: memory size mismatch: the source VM has 256.0 MiB, this destination was started with --mem 512.0 MiB"
+	expect_exit dst 1
+	grep -q "rejected the incoming VM: memory size mismatch" "$T/dst.log"
+	ctl "$T/src.sock" query-migrate | json '.state == "failed" and .pages_sent == 0' >/dev/null \
+		|| fail "RAM moved before the header was checked"
+	guest_verifies src 1
+}
+
+test_bad_migrate_arguments() {
+	start_src src --guest idle
+	expect_status 2 ferry migrate "$T/src.sock" udp:1.2.3.4:5
+	expect_output "unknown transport 'udp'"
+	expect_status 2 ferry migrate "$T/src.sock" tcp:127.0.0.1
+	expect_output "has no port"
+	expect_status 2 ferry migrate "$T/src.sock" tcp:127.0.0.1:1 --channels 0
+	expect_status 2 ferry migrate "$T/src.sock" tcp:127.0.0.1:1 --compress lz4
+	expect_status 2 ferry migrate "$T/src.sock" tcp:127.0.0.1:1 --max-bandwidth fast
+	expect_status 1 ferry migrate "$T/src.sock" tcp:127.0.0.1:1
+	expect_output "migration failed: cannot connect to tcp:127.0.0.1:1"
+	ctl "$T/src.sock" status | json '.state == "running"' >/dev/null
+	ctl "$T/src.sock" quit >/dev/null
+	expect_exit src 0
+}
