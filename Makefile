@@ -11,7 +11,7 @@ V        ?=
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wundef
 CFLAGS   := -std=gnu11 $(WARN) -g -O2 -D_GNU_SOURCE -I. -pthread
-LDLIBS   := -pthread -ljansson -lzstd -lxxhash
+LDLIBS   := -pthread -ljansson -lzstd -lxxhash -luring
 ifeq ($(SAN),1)
 CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=all
@@ -32,7 +32,8 @@ MAIN_OBJ := $(BUILD)/obj/cli/main.o
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 GUEST_PROGS := $(basename $(notdir $(wildcard guest/progs/*.c)))
-GUEST_RT := $(BUILD)/guest/rt/start.o $(BUILD)/guest/rt/lib.o $(BUILD)/guest/rt/fmt.o
+GUEST_RT := $(BUILD)/guest/rt/start.o $(BUILD)/guest/rt/lib.o $(BUILD)/guest/rt/fmt.o \
+            $(BUILD)/guest/rt/vmbus.o $(BUILD)/guest/rt/vsc.o
 GUEST_IMGS := $(GUEST_PROGS:%=$(BUILD)/guest/%.elf)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)

@@ -12,6 +12,10 @@ int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 
+/* Control commands of the synthetic devices (cli/vsp_commands.c). */
+struct runner;
+int vsp_commands_register(struct ctl_server *s, struct runner *r);
+
 /* Prints "ferry SUB: message" to stderr and returns EXIT_USAGE. */
 int usage_error(const char *sub, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -18,6 +18,7 @@
 #include "../core/loader.h"
 #include "../core/util.h"
 #include "../transport/xport.h"
+#include "../vsp/vsp.h"
 #include "cli.h"
 #include "runner.h"
 
@@ -26,6 +27,7 @@
 static const char run_usage[] =
 	"usage: ferry run [--mem SIZE] [--cpus N] [--guest NAME] [--guest-arg KEY=VALUE]...\n"
 	"                 [--control SOCKET] [--console FILE] [--dirty-log BACKEND]\n"
+	"                 [--disk PATH[,readonly]]... [--console-in FILE]\n"
 	"       ferry run --incoming tcp:ADDR:PORT [--mem SIZE] [--cpus N] [--control SOCKET]\n"
 	"                 [--console FILE] [--dirty-log BACKEND]\n"
 	"\n"
@@ -37,6 +39,9 @@ static const char run_usage[] =
 	"  --console FILE      write guest output to FILE instead of stdout\n"
 	"  --dirty-log B       dirty-page tracking for migrations: auto, bitmap, clear\n"
 	"                      or ring (default auto; see docs/dirtylog.md)\n"
+	"  --disk PATH[,readonly]  a synthetic disk backed by PATH (repeatable, up to 4;\n"
+	"                      a migration's destination names the same shared disks)\n"
+	"  --console-in FILE   input for the guest's synthetic console (- for stdin)\n"
 	"  --incoming URI      wait for one live migration on URI, then run that VM;\n"
 	"                      --mem and --cpus, if given, must match the source\n";
 
@@ -51,6 +56,8 @@ struct run_opts {
 	const char *console;
 	const char *incoming;
 	enum dlog_backend dirty_log;
+	struct vsp_config vsp;
+	const char *console_in;
 };
 
 int usage_error(const char *sub, const char *fmt, ...)
@@ -76,6 +83,8 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 		{ "console", required_argument, NULL, 'o' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "dirty-log", required_argument, NULL, 'D' },
+		{ "disk", required_argument, NULL, 'k' },
+		{ "console-in", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -83,6 +92,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 	int opt;
 
 	*o = (struct run_opts){ .mem = 256ull << 20, .cpus = 1, .guest = "hello" };
+	o->vsp.console_in_fd = -1;
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
@@ -128,6 +138,16 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 				return usage_error("run", "--dirty-log '%s' must be auto, bitmap, clear or ring",
 						   optarg);
 			break;
+		case 'k':
+			if (o->vsp.ndisks == VSP_MAX_DISKS)
+				return usage_error("run", "more than %d --disk options", VSP_MAX_DISKS);
+			if (vsp_disk_parse(optarg, &o->vsp.disks[o->vsp.ndisks]) < 0)
+				return usage_error("run", "%s", ferr_msg(-EINVAL));
+			o->vsp.ndisks++;
+			break;
+		case 'I':
+			o->console_in = optarg;
+			break;
 		case 'h':
 			fputs(run_usage, stdout);
 			exit(0);
@@ -153,7 +173,18 @@ struct run_ctx {
 	struct vm_config cfg;
 	int console_fd;
 	sigset_t signals;
+	struct vsp_bus *vsp;
 };
+
+/* The synthetic devices, registered before any vCPU runs (vsp/vsp.h). */
+static int setup_vsp(struct run_ctx *ctx, struct vm *vm)
+{
+	int rc = vsp_bus_create(vm, &ctx->o.vsp, &ctx->vsp);
+
+	if (rc)
+		return ferr(rc, "cannot set up the synthetic devices: %s", ferr_msg(rc));
+	return 0;
+}
 
 static void *signal_thread(void *arg)
 {
@@ -192,6 +223,11 @@ static int create_incoming_vm(void *opaque, const struct mig_vmdesc *d, struct v
 	rc = vm_create(&vm, &ctx->cfg);
 	if (rc)
 		return rc;
+	rc = setup_vsp(ctx, vm);
+	if (rc) {
+		vm_destroy(vm);
+		return rc;
+	}
 	memcpy(vm->uuid, d->uuid, sizeof(vm->uuid));
 	snprintf(vm->guest_name, sizeof(vm->guest_name), "%s", d->guest_name);
 	snprintf(vm->dirty_log, sizeof(vm->dirty_log), "%s", dlog_name(ctx->r.dirty_log));
@@ -219,6 +255,12 @@ static int boot_guest(struct run_ctx *ctx, struct vm **out)
 	}
 	vm->console_fd = ctx->console_fd;
 	snprintf(vm->dirty_log, sizeof(vm->dirty_log), "%s", dlog_name(ctx->r.dirty_log));
+	rc = setup_vsp(ctx, vm);
+	if (rc) {
+		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
+		vm_destroy(vm);
+		return EXIT_RUNTIME;
+	}
 	rc = loader_load_file(&vm->mem, image, &hdr);
 	if (rc) {
 		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
@@ -254,6 +296,8 @@ static int start_control(struct run_ctx *ctx, struct ctl_server **out)
 		rc = vm_commands_register(*out, &ctx->r);
 	if (!rc)
 		rc = mig_commands_register(*out, &ctx->r);
+	if (!rc)
+		rc = vsp_commands_register(*out, &ctx->r);
 	if (!rc)
 		rc = ctl_server_listen(*out, ctx->o.control);
 	if (rc)
@@ -356,6 +400,15 @@ int cmd_run(int argc, char **argv)
 			goto free_ctx;
 		}
 	}
+	if (ctx->o.console_in) {
+		ctx->o.vsp.console_in_fd = strcmp(ctx->o.console_in, "-") == 0 ? STDIN_FILENO :
+			open(ctx->o.console_in, O_RDONLY | O_CLOEXEC);
+		if (ctx->o.vsp.console_in_fd < 0) {
+			fprintf(stderr, "ferry run: cannot open console input %s: %s\n",
+				ctx->o.console_in, strerror(errno));
+			goto free_ctx;
+		}
+	}
 	if (ctx->o.incoming) {
 		status = run_incoming(ctx, &ctl, &vm);
 		if (status)
@@ -371,6 +424,10 @@ int cmd_run(int argc, char **argv)
 	pthread_mutex_lock(&ctx->r.lock);
 	ctx->r.vm = vm;
 	pthread_mutex_unlock(&ctx->r.lock);
+	if (vsp_bus_start(ctx->vsp)) {
+		vm_end(vm, EXIT_RUNTIME, "%s", ferr_msg(-EIO));
+		fprintf(stderr, "ferry run: %s\n", ferr_msg(-EIO));
+	}
 	if (!ctx->o.incoming)
 		vm_start(vm);
 	status = vm_wait_end(vm, msg, sizeof(msg));
@@ -385,11 +442,15 @@ cleanup:
 	pthread_mutex_lock(&ctx->r.lock);
 	ctx->r.vm = NULL;
 	pthread_mutex_unlock(&ctx->r.lock);
+	vsp_bus_destroy(ctx->vsp);
+	ctx->vsp = NULL;
 	vm_destroy(vm);
 	mig_in_free(ctx->r.incoming);
 	ctx->r.incoming = NULL;
 	if (ctx->console_fd != STDOUT_FILENO)
 		close(ctx->console_fd);
+	if (ctx->o.vsp.console_in_fd > STDIN_FILENO)
+		close(ctx->o.vsp.console_in_fd);
 free_ctx:
 	return status;
 }

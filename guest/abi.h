@@ -68,6 +68,8 @@
 #define FERRY_PORT_COUNT       32
 #define FERRY_PORT_UCALL       0xE0
 #define FERRY_PORT_EXCEPTION   0xE4
+#define FERRY_PORT_VMBUS       0xE8   /* VMBus control: guest/vmbus_abi.h */
+#define FERRY_PORT_DOORBELL    0xEC   /* VMBus doorbell: channel id */
 
 #ifndef __ASSEMBLER__
 enum ferry_ucall_nr {
