@@ -2,9 +2,11 @@
  * The storage provider: a block device of 512-byte sectors backed by a host
  * file or block device.  The guest sends READ, WRITE and FLUSH requests with
  * up to 32 guest-physical segments; the host answers each with one DONE
- * packet.  Data moves between the disk and guest memory directly (the
- * kernel reads into and writes from the guest's pages), asynchronously
- * through blkio (io_uring or a thread pool).
+ * packet.  I/O is asynchronous, through blkio (io_uring or a thread pool).
+ * A WRITE goes from the guest's pages to the disk directly.  A READ lands
+ * in a host bounce buffer and is copied into the guest's pages when its DONE
+ * is posted, while the VM runs: so guest memory never changes while the VM
+ * is paused, which a migration's last page pass and its --verify rely on.
  *
  * Write-back.  Writes go to the host page cache; a DONE for a write means
  * the host accepted the data, and a FLUSH (fdatasync) means all completed
@@ -45,6 +47,8 @@ struct slot {
 	uint32_t status;
 	struct vstor_seg seg[VSTOR_MAX_SEGS];
 	struct iovec iov[VSTOR_MAX_SEGS];
+	uint8_t *bounce;            /* a READ's data until it is posted */
+	bool orphan;                /* its channel closed while in the kernel */
 };
 
 struct storage {
@@ -63,6 +67,8 @@ static const char *op_name(uint16_t op)
 	return op == VSTOR_READ ? "READ" : op == VSTOR_WRITE ? "WRITE" : "FLUSH";
 }
 
+static void free_slot(struct storage *s, struct slot *sl);
+
 /* A finished request (any thread that owns blkio). */
 static void on_done(void *arg, uint64_t tag, int64_t res)
 {
@@ -73,6 +79,11 @@ static void on_done(void *arg, uint64_t tag, int64_t res)
 		return;
 	sl = &s->slots[tag];
 	sl->state = SLOT_DONE;
+	if (sl->orphan) {
+		sl->orphan = false;
+		free_slot(s, sl);
+		return;
+	}
 	if (res < 0 || (sl->op != VSTOR_FLUSH && (uint64_t)res != sl->bytes)) {
 		sl->status = VSTOR_ERR_IO;
 		s->errors++;
@@ -80,9 +91,6 @@ static void on_done(void *arg, uint64_t tag, int64_t res)
 	}
 	sl->status = VSTOR_OK;
 	if (sl->op == VSTOR_READ) {
-		/* The kernel wrote guest memory: migration must resend it. */
-		for (uint32_t i = 0; i < sl->nseg; i++)
-			gmem_mark_dirty(&s->ch->vm->mem, sl->seg[i].gpa, sl->seg[i].len);
 		s->reads++;
 		s->bytes_read += sl->bytes;
 	} else if (sl->op == VSTOR_WRITE) {
@@ -95,6 +103,8 @@ static void on_done(void *arg, uint64_t tag, int64_t res)
 
 static void free_slot(struct storage *s, struct slot *sl)
 {
+	free(sl->bounce);
+	sl->bounce = NULL;
 	sl->state = SLOT_FREE;
 	s->busy--;
 }
@@ -154,7 +164,16 @@ static int issue(struct storage *s, struct slot *sl)
 		.iov = sl->iov, .niov = sl->nseg,
 		.tag = (uint64_t)(sl - s->slots),
 	};
-	int rc = blkio_queue(s->io, &r);
+	int rc;
+
+	if (sl->op == VSTOR_READ) {
+		/* At most VSTOR_MAX_XFER per slot: bounded by the slot count. */
+		if (!sl->bounce && !(sl->bounce = malloc(sl->bytes)))
+			return -ENOMEM;
+		sl->iov[0] = (struct iovec){ sl->bounce, sl->bytes };
+		r.niov = 1;
+	}
+	rc = blkio_queue(s->io, &r);
 
 	if (rc == 0)
 		sl->state = SLOT_ISSUED;
@@ -210,6 +229,17 @@ static bool take_requests(struct vsp_chan *ch, struct storage *s)
 	return progress;
 }
 
+/* Copies a finished READ into the guest's segments (inside vsp_vm_enter). */
+static void copy_to_guest(struct storage *s, struct slot *sl)
+{
+	uint64_t off = 0;
+
+	for (uint32_t i = 0; i < sl->nseg; i++) {
+		(void)gmem_write(&s->ch->vm->mem, sl->seg[i].gpa, sl->bounce + off, sl->seg[i].len);
+		off += sl->seg[i].len;
+	}
+}
+
 /* Posts finished requests; issues re-queued ones.  True on progress. */
 static bool post_and_reissue(struct vsp_chan *ch, struct storage *s)
 {
@@ -224,6 +254,8 @@ static bool post_and_reissue(struct vsp_chan *ch, struct storage *s)
 
 			if (vsp_ring_push(ch, VSTOR_DONE, sl->id, &d, sizeof(d)) < 0)
 				break;
+			if (sl->op == VSTOR_READ && sl->status == VSTOR_OK)
+				copy_to_guest(s, sl);
 			free_slot(s, sl);
 			progress = true;
 		} else if (sl->state == SLOT_QUEUED) {
@@ -244,13 +276,8 @@ static int storage_work(struct vsp_chan *ch)
 
 	if (blkio_reap(s->io, on_done, s))
 		progress = true;
-	if (ch->state != VSP_CH_OPEN) {
-		/* A closed channel answers nothing; wait for what is in the kernel. */
-		for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT; i++)
-			if (s->slots[i].state == SLOT_DONE || s->slots[i].state == SLOT_QUEUED)
-				free_slot(s, &s->slots[i]);
+	if (ch->state != VSP_CH_OPEN)
 		return blkio_inflight(s->io) ? 100 : 1000;
-	}
 	if (!vsp_vm_enter(ch->vm))
 		return 5;
 	progress |= post_and_reissue(ch, s);
@@ -271,6 +298,21 @@ static int storage_work(struct vsp_chan *ch)
 	if (progress || !idle)
 		return 0;
 	return 100;
+}
+
+/* Nothing in flight may be answered on a later open of the channel. */
+static void storage_closed(struct vsp_chan *ch)
+{
+	struct storage *s = ch->priv;
+
+	for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (sl->state == SLOT_ISSUED)
+			sl->orphan = true;
+		else if (sl->state != SLOT_FREE)
+			free_slot(s, sl);
+	}
 }
 
 static void storage_opened(struct vsp_chan *ch)
@@ -345,6 +387,8 @@ static int storage_load(struct vsp_chan *ch, struct dreader *r, uint32_t version
 			    VSTOR_MAX_INFLIGHT);
 	if (blkio_inflight(s->io))
 		return ferr(EBUSY, "%s: this disk already has requests in flight", ch->name);
+	for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT; i++)
+		free(s->slots[i].bounce);
 	memset(s->slots, 0, sizeof(s->slots));
 	s->busy = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -408,6 +452,8 @@ static void storage_destroy(struct vsp_chan *ch)
 	if (!s)
 		return;
 	blkio_close(s->io);
+	for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT; i++)
+		free(s->slots[i].bounce);
 	free(s);
 	ch->priv = NULL;
 }
@@ -420,6 +466,7 @@ const struct vsp_provider_ops vsp_storage_ops = {
 	.state_version = STATE_VERSION,
 	.work = storage_work,
 	.opened = storage_opened,
+	.closed = storage_closed,
 	.save = storage_save,
 	.load = storage_load,
 	.query = storage_query,
