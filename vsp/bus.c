@@ -467,7 +467,7 @@ int vsp_disk_parse(const char *spec, struct vsp_disk_cfg *out)
 	size_t n = strlen(spec);
 
 	memset(out, 0, sizeof(*out));
-	if (n > strlen(ro) && strcmp(spec + n - strlen(ro), ro) == 0) {
+	if (n >= strlen(ro) && strcmp(spec + n - strlen(ro), ro) == 0) {
 		out->readonly = true;
 		n -= strlen(ro);
 	}

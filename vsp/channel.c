@@ -49,6 +49,8 @@ static void ring_copy_in(struct vsp_chan *ch, struct vsp_ring *r, uint32_t idx,
 	uint32_t off = idx & (r->size - 1), first = MIN(n, r->size - off);
 	struct guest_mem *m = &ch->vm->mem;
 
+	if (n == 0)
+		return;
 	memcpy(r->data + off, src, first);
 	memcpy(r->data, (const uint8_t *)src + first, n - first);
 	gmem_mark_dirty(m, r->gpa + VMBUS_RING_HDR_SIZE + off, first);
