@@ -246,9 +246,9 @@ int blkio_submit(struct blkio *b)
 unsigned blkio_reap(struct blkio *b, blkio_done_fn done, void *arg)
 {
 	unsigned n = 0;
-	eventfd_t v;
 
-	(void)eventfd_read(b->efd, &v);
+	/* No system call here: the owner clears the eventfd when poll() says
+	 * it is readable, and reaps before it sleeps. */
 	if (b->uring) {
 		struct io_uring_cqe *cqe;
 
@@ -289,9 +289,12 @@ int blkio_drain(struct blkio *b, unsigned timeout_ms, blkio_done_fn done, void *
 	while (b->inflight) {
 		struct pollfd p = { .fd = b->efd, .events = POLLIN };
 
+		eventfd_t v;
+
 		if (now_ns() >= deadline)
 			return ferr(ETIMEDOUT, "%u disk requests still in flight after %u ms",
 				    b->inflight, timeout_ms);
+		(void)eventfd_read(b->efd, &v);
 		if (!blkio_reap(b, done, arg))
 			poll(&p, 1, 10);
 	}

@@ -41,7 +41,10 @@ unsigned blkio_inflight(const struct blkio *b);
 /* Queues one request (-EBUSY when depth are in flight); submit() sends them. */
 int blkio_queue(struct blkio *b, const struct blkio_req *r);
 int blkio_submit(struct blkio *b);
-/* Hands every finished request to done; never blocks.  Returns how many. */
+/*
+ * Hands every finished request to done; never blocks and makes no system
+ * call.  The event fd stays readable until its owner reads it (after poll).
+ */
 unsigned blkio_reap(struct blkio *b, blkio_done_fn done, void *arg);
 /* Waits until nothing is in flight (reaping as it goes); -ETIMEDOUT. */
 int blkio_drain(struct blkio *b, unsigned timeout_ms, blkio_done_fn done, void *arg);

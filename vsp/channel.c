@@ -315,6 +315,8 @@ static void *chan_thread(void *arg)
 			drain_eventfd(ch->doorbell_fd, &ch->doorbells);
 		if (fds[1].revents)
 			drain_eventfd(ch->kick_fd, NULL);
+		if (n > 2 && fds[2].revents)
+			drain_eventfd(ch->extra_fd, NULL);
 	}
 	return NULL;
 }

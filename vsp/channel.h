@@ -82,7 +82,7 @@ struct vsp_chan {
 
 	int doorbell_fd;              /* eventfd: KVM ioeventfd or the port */
 	int kick_fd;                  /* eventfd: open, input, stop */
-	int extra_fd;                 /* the provider's own, or -1 */
+	int extra_fd;                 /* the provider's own eventfd, or -1 */
 	pthread_t thread;
 	bool thread_started;
 	_Atomic bool stop;

@@ -57,6 +57,7 @@ struct storage {
 	uint64_t sectors;
 	struct slot slots[VSTOR_MAX_INFLIGHT];
 	unsigned busy;              /* slots not FREE */
+	unsigned waiting;           /* slots DONE or QUEUED: work for post_and_reissue */
 	uint64_t last_work_ns;
 	uint64_t reads, writes, flushes, bytes_read, bytes_written, errors, reissued;
 	struct vsp_chan *ch;
@@ -79,6 +80,7 @@ static void on_done(void *arg, uint64_t tag, int64_t res)
 		return;
 	sl = &s->slots[tag];
 	sl->state = SLOT_DONE;
+	s->waiting++;
 	if (sl->orphan) {
 		sl->orphan = false;
 		free_slot(s, sl);
@@ -103,6 +105,8 @@ static void on_done(void *arg, uint64_t tag, int64_t res)
 
 static void free_slot(struct storage *s, struct slot *sl)
 {
+	if (sl->state == SLOT_DONE || sl->state == SLOT_QUEUED)
+		s->waiting--;
 	free(sl->bounce);
 	sl->bounce = NULL;
 	sl->state = SLOT_FREE;
@@ -175,8 +179,11 @@ static int issue(struct storage *s, struct slot *sl)
 	}
 	rc = blkio_queue(s->io, &r);
 
-	if (rc == 0)
+	if (rc == 0) {
+		if (sl->state == SLOT_QUEUED)
+			s->waiting--;
 		sl->state = SLOT_ISSUED;
+	}
 	return rc;
 }
 
@@ -222,6 +229,7 @@ static bool take_requests(struct vsp_chan *ch, struct storage *s)
 		progress = true;
 		if (st != VSTOR_OK || issue(s, sl) < 0) {
 			sl->state = SLOT_DONE;
+			s->waiting++;
 			sl->status = st != VSTOR_OK ? (uint32_t)st : VSTOR_ERR_IO;
 			s->errors++;
 		}
@@ -245,7 +253,7 @@ static bool post_and_reissue(struct vsp_chan *ch, struct storage *s)
 {
 	bool progress = false;
 
-	for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT && ch->state == VSP_CH_OPEN; i++) {
+	for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT && s->waiting && ch->state == VSP_CH_OPEN; i++) {
 		struct slot *sl = &s->slots[i];
 
 		if (sl->state == SLOT_DONE) {
@@ -288,7 +296,10 @@ static int storage_work(struct vsp_chan *ch)
 	now = now_ns();
 	if (progress)
 		s->last_work_ns = now;
-	else if (now - s->last_work_ns >= SPIN_NS)
+	/* Spin a little for the guest's next request, unless the kernel has
+	 * requests of ours: then their completion (or a doorbell) wakes us,
+	 * and the core is free for io_uring's workers. */
+	else if (now - s->last_work_ns >= SPIN_NS || blkio_inflight(s->io))
 		idle = vsp_chan_arm(ch);
 	else
 		idle = false;
@@ -390,7 +401,7 @@ static int storage_load(struct vsp_chan *ch, struct dreader *r, uint32_t version
 	for (unsigned i = 0; i < VSTOR_MAX_INFLIGHT; i++)
 		free(s->slots[i].bounce);
 	memset(s->slots, 0, sizeof(s->slots));
-	s->busy = 0;
+	s->busy = s->waiting = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		struct slot *sl = &s->slots[i];
 
@@ -413,6 +424,7 @@ static int storage_load(struct vsp_chan *ch, struct dreader *r, uint32_t version
 				    i, rc < 0 ? why : "bad length, range or read-only write");
 		sl->state = ch->state == VSP_CH_OPEN ? SLOT_QUEUED : SLOT_FREE;
 		s->busy += sl->state != SLOT_FREE;
+		s->waiting += sl->state != SLOT_FREE;
 	}
 	s->reads = st[0];
 	s->writes = st[1];
