@@ -289,6 +289,17 @@ static int setup(struct mig_out *m)
 			goto out;
 		}
 	}
+	/* Tell the destination where the data is, so it can allocate those
+	 * pages ahead of their arrival (a hint it may ignore). */
+	dbuf_reset(&buf);
+	rc = mig_ram_extents(&m->vm->mem, &buf);
+	if (rc >= 0)
+		rc = mig_send_section(m->ch[0], MIG_SEC_EXTENTS, 0, 1, MIG_SECF_OPTIONAL,
+				      buf.data, buf.len);
+	if (rc) {
+		rc = ferr_sys(rc, "sending the RAM extents");
+		goto out;
+	}
 	rc = pthread_create(&m->reader, NULL, reply_thread, m);
 	if (rc) {
 		rc = ferr_sys(rc, "cannot start the reply thread");
@@ -319,11 +330,16 @@ static uint64_t popcount_bitmap(const uint64_t *bm, uint64_t words)
 	return n;
 }
 
+/*
+ * ORs the pages dirtied since the last collection into m->bitmap.  The
+ * caller clears the bitmap only once everything in it has been sent: the
+ * bitmap and ring backends re-protect pages as they report them, so a page
+ * dropped from the bitmap would never be reported again.
+ */
 static int collect(struct mig_out *m, uint64_t *count)
 {
 	int rc;
 
-	memset(m->bitmap, 0, m->bitmap_words * sizeof(uint64_t));
 	rc = dlog_collect(m->dlog, m->bitmap, count);
 	return rc ? ferr(rc, "collecting dirty pages: %s", ferr_msg(rc)) : 0;
 }
@@ -331,6 +347,29 @@ static int collect(struct mig_out *m, uint64_t *count)
 static bool timed_out(struct mig_out *m)
 {
 	return m->p.timeout_ns && now_ns() - m->t_start > m->p.timeout_ns;
+}
+
+/* Keeps the figures of one iteration for the timeline in query-migrate. */
+static void record_iteration(struct mig_out *m, uint64_t iter, uint64_t t_start,
+			     uint64_t dirty, uint64_t sent, uint64_t wire)
+{
+	struct mig_iteration *h;
+	unsigned pct = 0;
+
+	for (unsigned i = 0; i < m->vm->ncpus; i++)
+		pct = MAX(pct, vm_throttle_get(m->vm, i));
+	pthread_mutex_lock(&m->lock);
+	if (m->nhistory < MIG_HISTORY_MAX) {
+		h = &m->history[m->nhistory++];
+		h->iteration = (uint32_t)iter;
+		h->throttle_pct = pct;
+		h->start_ns = t_start - m->t_start;
+		h->duration_ns = now_ns() - t_start;
+		h->dirty_pages = dirty;
+		h->pages_sent = sent;
+		h->wire_bytes = wire;
+	}
+	pthread_mutex_unlock(&m->lock);
 }
 
 /* Pre-copy; returns the number of the next iteration (the final one). */
@@ -342,15 +381,27 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 
 	set_state(m, MIG_ACTIVE);
 	for (iter = 1;; iter++) {
-		uint64_t t0, wire0, pages0, dt, wire, sent;
+		uint64_t t0 = now_ns(), t_collect, wire0, pages0, dt, wire, sent;
 
 		if (mig_out_should_stop(m))
 			return -ECANCELED;
+		/* The previous iteration sent every page in the bitmap. */
+		memset(m->bitmap, 0, m->bitmap_words * sizeof(uint64_t));
 		rc = collect(m, &dirty);
 		if (rc)
 			return rc;
 		if (iter == 1) {
-			rc = mig_clear_holes(&m->vm->mem, m->bitmap);
+			/*
+			 * Every page is reported the first time.  Re-arm them all
+			 * before looking for holes: a page the guest writes after
+			 * the re-arm is logged, so one found empty below and
+			 * skipped cannot be lost; and holes left un-armed would be
+			 * reported (and read, allocating them) again next time.
+			 */
+			rc = dlog_rearm(m->dlog, m->bitmap, 0,
+					DIV_ROUND_UP(m->vm->mem.npages, 64) * 64);
+			if (!rc)
+				rc = mig_clear_holes(&m->vm->mem, m->bitmap);
 			if (rc)
 				return rc;
 			dirty = popcount_bitmap(m->bitmap, m->bitmap_words);
@@ -376,6 +427,7 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 		m->pages_remaining = dirty;
 		pthread_mutex_unlock(&m->lock);
 
+		t_collect = t0;
 		t0 = t_prev = now_ns();
 		wire0 = mig_out_wire_bytes(m);
 		pages0 = atomic_load(&m->pages_sent) + atomic_load(&m->zero_pages);
@@ -391,11 +443,16 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 		/* Small iterations measure latency more than bandwidth. */
 		if (wire >= (1u << 20) || !m->bandwidth_bps)
 			m->bandwidth_bps = (uint64_t)((double)wire * 1e9 / (double)dt);
+		if (iter == 1) {
+			m->first_pass_bps = (uint64_t)((double)wire * 1e9 / (double)dt);
+			m->first_pass_bytes = wire;
+		}
 		m->pages_remaining = 0;
 		pthread_mutex_unlock(&m->lock);
 		if (sent)
 			cv.wire_per_page = MAX(wire / sent, 64);
-		mig_update_compression(m);
+		record_iteration(m, iter, t_collect, dirty, sent, wire);
+		mig_update_compression(m, m->bandwidth_bps);
 	}
 	*next_iter = iter;
 	return 0;
@@ -471,7 +528,7 @@ static int send_digests(struct mig_out *m)
 static int stop_and_copy(struct mig_out *m, uint64_t iter)
 {
 	uint8_t sw[32];
-	uint64_t dirty;
+	uint64_t dirty, wire0, pages0;
 	int rc;
 
 	set_state(m, MIG_STOP_COPY);
@@ -483,16 +540,22 @@ static int stop_and_copy(struct mig_out *m, uint64_t iter)
 	mig_boot_id(sw + 8);
 	put_le64(sw + 24, iter);
 	rc = send_ch0(m, MIG_SEC_SWITCHOVER, 0, 1, sw, sizeof(sw));
+	/* On top of the converged collection that pre-copy did not send. */
 	if (!rc)
 		rc = collect(m, &dirty);
 	if (rc)
 		return rc;
+	dirty = popcount_bitmap(m->bitmap, m->bitmap_words);
 	pthread_mutex_lock(&m->lock);
 	m->iteration = iter;
 	m->pages_remaining = dirty;
 	pthread_mutex_unlock(&m->lock);
+	wire0 = mig_out_wire_bytes(m);
+	pages0 = atomic_load(&m->pages_sent) + atomic_load(&m->zero_pages);
 	rc = mig_send_iteration(m, iter, false);
 	m->t_pages_done = now_ns();
+	record_iteration(m, iter, m->t_stop, dirty, atomic_load(&m->pages_sent) +
+			 atomic_load(&m->zero_pages) - pages0, mig_out_wire_bytes(m) - wire0);
 	if (!rc)
 		rc = send_state(m);
 	if (!rc && m->p.verify)
@@ -712,6 +775,8 @@ void mig_out_query(struct mig_out *m, struct mig_stats *st)
 	st->pages_remaining = m->pages_remaining;
 	st->dirty_rate_pps = m->dirty_rate_pps;
 	st->bandwidth_bps = m->bandwidth_bps;
+	st->first_pass_bps = m->first_pass_bps;
+	st->first_pass_bytes = m->first_pass_bytes;
 	st->channels = m->p.channels;
 	if (m->t_stop) {
 		st->sw_paused_ns = m->t_stop - m->t_pause_req;
@@ -721,6 +786,8 @@ void mig_out_query(struct mig_out *m, struct mig_stats *st)
 		st->sw_running_ns = m->t_running ? m->t_running - m->t_stop : 0;
 	}
 	snprintf(st->error, sizeof(st->error), "%s", m->error);
+	st->nhistory = m->nhistory;
+	memcpy(st->history, m->history, m->nhistory * sizeof(m->history[0]));
 	st->bytes_wire = mig_out_wire_bytes(m);
 	pthread_mutex_unlock(&m->lock);
 	st->pages_sent = atomic_load(&m->pages_sent);
