@@ -85,18 +85,13 @@ void mig_auto_converge(struct mig_out *m, struct mig_converge *c, uint64_t dirty
 	     "throttling its busiest vCPUs to %u%%", c->throttle_pct);
 }
 
-void mig_update_compression(struct mig_out *m)
+void mig_update_compression(struct mig_out *m, uint64_t bw)
 {
 	uint64_t raw = atomic_load(&m->probe_raw), comp = atomic_load(&m->probe_comp);
-	uint64_t ns = atomic_load(&m->probe_ns), bw;
+	uint64_t ns = atomic_load(&m->probe_ns);
 	double ratio, speed, with, without;
 
-	if (m->p.compress != MIG_COMPRESS_AUTO || raw < (4u << 20) || !ns || !comp)
-		return;
-	pthread_mutex_lock(&m->lock);
-	bw = m->bandwidth_bps;
-	pthread_mutex_unlock(&m->lock);
-	if (!bw)
+	if (m->p.compress != MIG_COMPRESS_AUTO || raw < (4u << 20) || !ns || !comp || !bw)
 		return;
 	/*
 	 * Raw, the link carries bw bytes of pages per second.  Compressed, it

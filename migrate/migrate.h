@@ -51,6 +51,19 @@ const char *mig_state_name(enum mig_state s);
 int mig_compress_parse(const char *s, enum mig_compress *out);
 const char *mig_compress_name(enum mig_compress c);
 
+#define MIG_HISTORY_MAX 64
+
+/* One pre-copy iteration (or the final one), for timelines. */
+struct mig_iteration {
+	uint32_t iteration;
+	uint32_t throttle_pct;
+	uint64_t start_ns;            /* since the migration started */
+	uint64_t duration_ns;         /* from its collection until ITER_DONE */
+	uint64_t dirty_pages;         /* collected for it */
+	uint64_t pages_sent;          /* pages and zero markers sent */
+	uint64_t wire_bytes;
+};
+
 struct mig_stats {
 	enum mig_state state;
 	uint64_t iteration;
@@ -67,6 +80,8 @@ struct mig_stats {
 	uint64_t dirty_rate_pps;
 	uint64_t bandwidth_bps;       /* wire bytes per second, recent */
 	uint64_t throughput_bps;      /* wire bytes per second, whole migration */
+	uint64_t first_pass_bps;      /* wire bytes per second of iteration 1 */
+	uint64_t first_pass_bytes;
 	uint64_t eta_ns;
 	uint64_t compressed_batches;
 	uint64_t batches;
@@ -79,6 +94,8 @@ struct mig_stats {
 	uint64_t sw_state_ns;         /* vCPU, VM and device state sent (+digests) */
 	uint64_t sw_loaded_ns;        /* destination said LOADED */
 	uint64_t sw_running_ns;       /* destination said RUNNING */
+	unsigned nhistory;
+	struct mig_iteration history[MIG_HISTORY_MAX];
 	char error[512];
 };
 

@@ -60,6 +60,30 @@ int mig_clear_holes(const struct guest_mem *m, uint64_t *bitmap)
 	return rc;
 }
 
+struct extent_list {
+	struct dbuf *out;
+	int count;
+};
+
+static void add_extent(uint64_t first, uint64_t count, void *arg)
+{
+	struct extent_list *l = arg;
+
+	dbuf_put_le64(l->out, first);
+	dbuf_put_le64(l->out, count);
+	l->count++;
+}
+
+int mig_ram_extents(const struct guest_mem *m, struct dbuf *out)
+{
+	struct extent_list l = { .out = out };
+	int rc = for_each_extent(m, add_extent, &l);
+
+	if (rc)
+		return rc;
+	return out->failed ? -ENOMEM : l.count;
+}
+
 struct digest_job {
 	const struct guest_mem *m;
 	const uint64_t *data;     /* bitmap of pages in written extents */

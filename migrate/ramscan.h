@@ -9,10 +9,17 @@
 
 #include <stdint.h>
 
+#include "../core/dbuf.h"
 #include "../core/memory.h"
 
 /* Clears in `bitmap` every page that lies in a hole of guest RAM. */
 int mig_clear_holes(const struct guest_mem *m, uint64_t *bitmap);
+
+/*
+ * Appends the written extents of guest RAM as (u64 first page, u64 page
+ * count) pairs, ascending.  Returns the number of extents or -errno.
+ */
+int mig_ram_extents(const struct guest_mem *m, struct dbuf *out);
 
 /*
  * XXH3-64 digest of every page of guest RAM into out[npages] (holes get the

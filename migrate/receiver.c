@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include "../core/cpustate.h"
@@ -74,6 +76,13 @@ struct mig_in {
 	bool final_pages_done;
 
 	struct xport_listener *listener;   /* (lock) while accepting */
+
+	/* Allocates the pages the source says hold data, ahead of them. */
+	pthread_t populate;
+	bool populating;
+	uint64_t *extents;                 /* pairs: first page, count */
+	uint64_t nextents;
+
 	_Atomic uint64_t pages;
 	uint64_t t_start, t_end;
 	uint64_t src_stop_ns;
@@ -95,14 +104,23 @@ const char *mig_in_state_name(enum mig_in_state s)
 	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "unknown";
 }
 
+/*
+ * Stops every thread of the migration.  Channel 0 only stops receiving, so
+ * that the main thread can still tell the source why (ERROR).
+ */
 static void abort_all_locked(struct mig_in *in)
 {
 	atomic_store(&in->abort, true);
 	if (in->listener)
 		shutdown(in->listener->fd, SHUT_RDWR);   /* wakes a blocked accept */
-	for (unsigned i = 0; i < in->nch; i++)
-		if (in->ch[i].x)
+	for (unsigned i = 0; i < in->nch; i++) {
+		if (!in->ch[i].x)
+			continue;
+		if (i == 0)
+			xport_stop_receiving(in->ch[i].x);
+		else
 			xport_abort(in->ch[i].x);
+	}
 	pthread_cond_broadcast(&in->cond);
 }
 
@@ -468,6 +486,61 @@ static int finish_load(struct mig_in *in)
 	return 0;
 }
 
+#define POPULATE_STEP (2ull << 20)
+
+/*
+ * Fresh memfd pages cost a fault and a clear each when the receiver first
+ * writes them; allocating them here, on another core and in 2 MiB steps,
+ * takes that work off the receiving threads.  Only extents the source
+ * reported are touched, so memory stays allocated on demand.
+ */
+static void *populate_thread(void *arg)
+{
+	struct mig_in *in = arg;
+	struct guest_mem *m = &in->vm->mem;
+
+	pthread_setname_np(pthread_self(), "ferry-mig-pop");
+	for (uint64_t e = 0; e < in->nextents && !atomic_load(&in->abort); e++) {
+		uint64_t off = in->extents[2 * e] << GMEM_PAGE_SHIFT;
+		uint64_t end = off + (in->extents[2 * e + 1] << GMEM_PAGE_SHIFT);
+
+		for (; off < end && !atomic_load(&in->abort); off += POPULATE_STEP) {
+			uint64_t len = MIN(POPULATE_STEP, end - off);
+
+			if (fallocate(m->fd, 0, (off_t)off, (off_t)len) == 0)
+				madvise(m->hva + off, len, MADV_POPULATE_WRITE);
+		}
+	}
+	return NULL;
+}
+
+/* EXTENTS: a hint; a malformed one is still an error, it comes from outside. */
+static int start_populate(struct mig_in *in, const struct dbuf *b)
+{
+	uint64_t n = b->len / 16, npages = in->vm->mem.npages, prev_end = 0;
+
+	if (in->populating || b->len % 16 || n > npages)
+		return fail(in, -EBADMSG, "EXTENTS section is repeated or malformed");
+	in->extents = malloc(b->len ? b->len : 1);
+	if (!in->extents)
+		return fail(in, -ENOMEM, "out of memory for the RAM extents");
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t first = get_le64(b->data + 16 * i), count = get_le64(b->data + 16 * i + 8);
+
+		if (first < prev_end || first >= npages || count == 0 || count > npages - first)
+			return fail(in, -EBADMSG, "EXTENTS entry %llu (%llu+%llu) is outside guest RAM "
+				    "or out of order", (unsigned long long)i,
+				    (unsigned long long)first, (unsigned long long)count);
+		in->extents[2 * i] = first;
+		in->extents[2 * i + 1] = count;
+		prev_end = first + count;
+	}
+	in->nextents = n;
+	if (pthread_create(&in->populate, NULL, populate_thread, in) == 0)
+		in->populating = true;
+	return 0;
+}
+
 /* One section on channel 0, checked against the state we are in. */
 static int main_section(struct mig_in *in, const struct mig_section *s)
 {
@@ -499,6 +572,10 @@ static int main_section(struct mig_in *in, const struct mig_section *s)
 		return rc ? fail(in, rc, "the source went away") : 0;
 	}
 	switch (s->type) {
+	case MIG_SEC_EXTENTS:
+		if (st != MIG_IN_PRECOPY || c0->iteration != 1)
+			goto out_of_place;
+		return start_populate(in, b);
 	case MIG_SEC_SWITCHOVER:
 		if (st != MIG_IN_PRECOPY)
 			goto out_of_place;
@@ -649,6 +726,10 @@ int mig_in_run(struct mig_in *in, struct xport_listener *l, mig_create_vm_fn cre
 			pthread_join(in->ch[i].thread, NULL);
 			in->ch[i].started = false;
 		}
+	if (in->populating) {
+		pthread_join(in->populate, NULL);
+		in->populating = false;
+	}
 	if (rc) {
 		char why[sizeof(in->error)];
 
@@ -717,6 +798,7 @@ void mig_in_free(struct mig_in *in)
 	for (unsigned i = 0; i < in->ndevices; i++)
 		free(in->devices[i].data);
 	vm_state_free(&in->st);
+	free(in->extents);
 	free(in->vcpu_seen);
 	free(in->digests);
 	pthread_mutex_destroy(&in->lock);

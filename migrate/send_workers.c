@@ -19,6 +19,7 @@
 #include "stream.h"
 
 #define PROBE_EVERY 16
+#define DECIDE_EVERY 32     /* batches between compression decisions */
 
 /* Waits until `bytes` more may leave under the bandwidth limit. */
 static void rate_limit(struct mig_out *m, size_t bytes)
@@ -96,6 +97,14 @@ static int flush_batch(struct mig_worker *w)
 		atomic_fetch_add(&m->comp_batches, 1);
 	w->batches++;
 	mig_batch_reset(b, m->job_iteration);
+	/* Decide early, not only at iteration ends: a first pass is long. */
+	if (m->p.compress == MIG_COMPRESS_AUTO && w->batches % DECIDE_EVERY == 0) {
+		uint64_t dt = now_ns() - m->job_t0;
+
+		if (dt > 1000000)
+			mig_update_compression(m, (uint64_t)((double)(mig_out_wire_bytes(m) -
+								      m->job_wire0) * 1e9 / (double)dt));
+	}
 	return 0;
 }
 
@@ -224,6 +233,8 @@ int mig_send_iteration(struct mig_out *m, uint64_t iter, bool skip_zero)
 	m->job_iteration = iter;
 	m->job_skip_zero = skip_zero;
 	m->job_chunks = DIV_ROUND_UP(m->vm->mem.npages, MIG_CHUNK_PAGES);
+	m->job_t0 = now_ns();
+	m->job_wire0 = mig_out_wire_bytes(m);
 	atomic_store(&m->job_next, 0);
 	m->job_done = 0;
 	m->job_error = 0;

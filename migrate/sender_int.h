@@ -60,6 +60,7 @@ struct mig_out {
 	uint64_t job_iteration;
 	bool job_skip_zero;
 	uint64_t job_chunks;
+	uint64_t job_t0, job_wire0;    /* when and where the iteration began */
 	_Atomic uint64_t job_next;
 	unsigned job_done;             /* (L) */
 	int job_error;                 /* (L) */
@@ -81,11 +82,14 @@ struct mig_out {
 	uint64_t pages_remaining;
 	uint64_t dirty_rate_pps;
 	uint64_t bandwidth_bps;
+	uint64_t first_pass_bps, first_pass_bytes;
 	uint64_t expected_downtime_ns;
 	uint64_t t_start, t_setup_done, t_stop, t_end;
 	uint64_t downtime_ns, dst_downtime_ns;
 	uint64_t closed_wire_bytes;    /* sent on channels already closed */
 	uint64_t t_pause_req, t_pages_done, t_state_done, t_loaded, t_running;
+	unsigned nhistory;             /* (L) */
+	struct mig_iteration history[MIG_HISTORY_MAX];
 };
 
 uint64_t mig_out_wire_bytes(struct mig_out *m);
@@ -111,7 +115,10 @@ struct mig_converge {
 bool mig_converged(struct mig_out *m, struct mig_converge *c, uint64_t dirty_pages);
 /* Throttles the vCPUs that dirty most when iterations stop shrinking. */
 void mig_auto_converge(struct mig_out *m, struct mig_converge *c, uint64_t dirty_pages);
-/* Chooses whether workers compress (for --compress auto). */
-void mig_update_compression(struct mig_out *m);
+/*
+ * Chooses whether workers compress (for --compress auto), given the link's
+ * bandwidth in bytes per second.  Any thread.
+ */
+void mig_update_compression(struct mig_out *m, uint64_t bw);
 
 #endif

@@ -23,6 +23,7 @@ const char *mig_section_name(uint32_t type)
 	case MIG_SEC_END: return "END";
 	case MIG_SEC_ABORT: return "ABORT";
 	case MIG_SEC_RAM_MAP: return "RAM_MAP";
+	case MIG_SEC_EXTENTS: return "EXTENTS";
 	case MIG_SEC_READY: return "READY";
 	case MIG_SEC_REJECT: return "REJECT";
 	case MIG_SEC_LOADED: return "LOADED";
@@ -126,6 +127,8 @@ int mig_recv_section(struct xport *x, struct mig_section *s, struct dbuf *buf)
 	if (rc)
 		return rc;
 	dbuf_reset(buf);
+	if (s->length == 0)
+		return 0;
 	if (!dbuf_reserve(buf, s->length))
 		return -ENOMEM;
 	rc = xport_recv(x, buf->data, s->length);

@@ -47,6 +47,7 @@ enum mig_section_type {
 	MIG_SEC_END = 10,        /* end of the VM's state                    */
 	MIG_SEC_ABORT = 11,      /* the source gave up (text)                */
 	MIG_SEC_RAM_MAP = 12,    /* save files: which pages the RAM area holds */
+	MIG_SEC_EXTENTS = 13,    /* hint: which guest pages hold any data    */
 	/* handshake replies and commands */
 	MIG_SEC_READY = 32,      /* dst: the description is acceptable       */
 	MIG_SEC_REJECT = 33,     /* dst: it is not (text)                    */

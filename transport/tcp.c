@@ -102,6 +102,11 @@ static void tcp_abort(struct xport *x)
 	shutdown(x->fd, SHUT_RDWR);
 }
 
+static void tcp_stop_receiving(struct xport *x)
+{
+	shutdown(x->fd, SHUT_RD);
+}
+
 static void tcp_close(struct xport *x)
 {
 	close(x->fd);
@@ -114,6 +119,7 @@ static const struct xport_ops tcp_ops = {
 	.sendv = tcp_sendv,
 	.recv = tcp_recv,
 	.abort = tcp_abort,
+	.stop_receiving = tcp_stop_receiving,
 	.close = tcp_close,
 	.place_pages = NULL,
 };

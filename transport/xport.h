@@ -31,6 +31,8 @@ struct xport_ops {
 	int (*recv)(struct xport *x, void *buf, size_t len);
 	/* Makes blocked and later send/recv calls fail at once (any thread). */
 	void (*abort)(struct xport *x);
+	/* Makes blocked and later recv calls fail; sending still works. */
+	void (*stop_receiving)(struct xport *x);
 	void (*close)(struct xport *x);
 	/* Optional: place `len` bytes at guest-physical `gpa` on the peer. */
 	int (*place_pages)(struct xport *x, uint64_t gpa, const void *buf, size_t len);
@@ -80,6 +82,10 @@ static inline int xport_recv(struct xport *x, void *buf, size_t len)
 static inline void xport_abort(struct xport *x)
 {
 	x->ops->abort(x);
+}
+static inline void xport_stop_receiving(struct xport *x)
+{
+	x->ops->stop_receiving(x);
 }
 void xport_close(struct xport *x);
 
