@@ -233,7 +233,7 @@ static int create_incoming_vm(void *opaque, const struct mig_vmdesc *d, struct v
 	}
 	memcpy(vm->uuid, d->uuid, sizeof(vm->uuid));
 	snprintf(vm->guest_name, sizeof(vm->guest_name), "%s", d->guest_name);
-	snprintf(vm->dirty_log, sizeof(vm->dirty_log), "%s", dlog_name(ctx->r.dirty_log));
+	dlog_attach(vm, ctx->r.dirty_log);
 	vm->console_fd = ctx->console_fd;
 	*out = vm;
 	return 0;
@@ -257,7 +257,7 @@ static int boot_guest(struct run_ctx *ctx, struct vm **out)
 		return EXIT_RUNTIME;
 	}
 	vm->console_fd = ctx->console_fd;
-	snprintf(vm->dirty_log, sizeof(vm->dirty_log), "%s", dlog_name(ctx->r.dirty_log));
+	dlog_attach(vm, ctx->r.dirty_log);
 	rc = setup_vsp(ctx, vm);
 	if (rc) {
 		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));

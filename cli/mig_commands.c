@@ -36,6 +36,8 @@ static json_t *stats_json(const struct mig_stats *st)
 	json_object_set_new(o, "dirty_rate_pps", json_integer((json_int_t)st->dirty_rate_pps));
 	json_object_set_new(o, "bandwidth_bps", json_integer((json_int_t)st->bandwidth_bps));
 	json_object_set_new(o, "throughput_bps", json_integer((json_int_t)st->throughput_bps));
+	json_object_set_new(o, "first_pass_bps", json_integer((json_int_t)st->first_pass_bps));
+	json_object_set_new(o, "first_pass_bytes", json_integer((json_int_t)st->first_pass_bytes));
 	json_object_set_new(o, "eta_ms", ms(st->eta_ns));
 	json_object_set_new(o, "batches", json_integer((json_int_t)st->batches));
 	json_object_set_new(o, "compressed_batches",
@@ -43,6 +45,23 @@ static json_t *stats_json(const struct mig_stats *st)
 	json_object_set_new(o, "compressing", json_boolean(st->compressing));
 	json_object_set_new(o, "throttle_pct", json_integer(st->throttle_pct));
 	json_object_set_new(o, "channels", json_integer(st->channels));
+	{
+		json_t *hist = json_array();
+
+		for (unsigned i = 0; i < st->nhistory; i++) {
+			const struct mig_iteration *h = &st->history[i];
+
+			json_array_append_new(hist, json_pack(
+				"{s:i, s:o, s:o, s:I, s:I, s:I, s:i}",
+				"iteration", (int)h->iteration, "start_ms", ms(h->start_ns),
+				"duration_ms", ms(h->duration_ns),
+				"dirty_pages", (json_int_t)h->dirty_pages,
+				"pages_sent", (json_int_t)h->pages_sent,
+				"wire_bytes", (json_int_t)h->wire_bytes,
+				"throttle_pct", (int)h->throttle_pct));
+		}
+		json_object_set_new(o, "iterations", hist);
+	}
 	if (st->sw_paused_ns)
 		json_object_set_new(o, "switchover", json_pack(
 			"{s:o, s:o, s:o, s:o, s:o}",
@@ -114,6 +133,8 @@ static json_t *cmd_migrate_start(struct ctl_call *c, void *opaque)
 	p.timeout_switchover = on_timeout && strcmp(on_timeout, "switchover") == 0;
 	p.throttle_max_pct = (unsigned)tmax;
 	p.dirty_log = r->dirty_log;
+	if (!runner_ready_to_migrate(r, c))
+		return NULL;
 
 	pthread_mutex_lock(&r->lock);
 	if (r->mig && !mig_out_finished(r->mig)) {

@@ -32,9 +32,11 @@ int guest_main(unsigned cpu)
 		gusage_fail(cpu, "seconds: '%s' is not a number", v);
 
 	words = wss / sizeof(uint64_t);
-	if (cpu == 0)
+	if (cpu == 0) {
 		for (uint64_t i = 0; i < words; i++)
 			data[i] = pattern_word(i);
+		gprogress("filled_kib", wss >> 10);
+	}
 
 	start = gtime_us();
 	while (!gstop_requested() &&

@@ -142,3 +142,16 @@ guest_verifies() {
 	n=$(grep -c "verified" "$T/$1.log" || true)
 	[ "$n" = "$2" ] || { cat "$T/$1.log" >&2; fail "$1: $n verified lines, expected $2"; }
 }
+
+# wait_guest_progress SOCKET KEY MIN: until vCPU 0 of the VM behind SOCKET
+# reported KEY >= MIN (e.g. "pass" 1: the dirty program has written its
+# whole working set once).
+wait_guest_progress() {
+	local i v
+	for i in $(seq 1 1200); do
+		v=$(ctl "$1" query-guest 2>/dev/null | jq -r ".vcpus[0].$2 // 0")
+		[ "$v" -ge "$3" ] && return 0
+		sleep 0.05
+	done
+	fail "the guest behind $1 never reported $2 >= $3"
+}

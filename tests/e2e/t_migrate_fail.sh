@@ -61,7 +61,8 @@ test_cancel_during_active() {
 
 test_cancel_during_stop_copy() {
 	start_dest dst
-	start_src src --guest dirty --mem 128M --guest-arg wss=24M
+	start_src src --guest dirty --mem 128M --guest-arg wss=24M --guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1
 	# A huge downtime target makes the whole dirty set go in stop-copy,
 	# and the bandwidth limit makes that take seconds.
 	migrate_in_background --max-bandwidth 8M --downtime-ms 60000
@@ -75,7 +76,9 @@ test_cancel_during_stop_copy() {
 
 test_cancel_while_completing() {
 	start_dest dst
-	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2
+	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2 \
+		--guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1    # all 2 MiB written: 2 s to send
 	migrate_in_background --max-bandwidth 1M --downtime-ms 60000
 	wait_mig_state "$T/src.sock" stop-copy
 	# Everything fits in the socket buffers; a stopped destination never
@@ -105,7 +108,9 @@ test_destination_killed_mid_migration() {
 
 test_destination_killed_mid_switchover() {
 	start_dest dst
-	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2
+	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2 \
+		--guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1    # all 2 MiB written: 2 s to send
 	migrate_in_background --max-bandwidth 1M --downtime-ms 60000
 	wait_mig_state "$T/src.sock" stop-copy
 	kill -STOP "$(cat "$T/dst.pid")"
