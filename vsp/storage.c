@@ -48,6 +48,7 @@ struct slot {
 	struct vstor_seg seg[VSTOR_MAX_SEGS];
 	struct iovec iov[VSTOR_MAX_SEGS];
 	uint8_t *bounce;            /* a READ's data until it is posted */
+	uint32_t bounce_cap;        /* kept between requests: no fault per read */
 	bool orphan;                /* its channel closed while in the kernel */
 };
 
@@ -107,8 +108,6 @@ static void free_slot(struct storage *s, struct slot *sl)
 {
 	if (sl->state == SLOT_DONE || sl->state == SLOT_QUEUED)
 		s->waiting--;
-	free(sl->bounce);
-	sl->bounce = NULL;
 	sl->state = SLOT_FREE;
 	s->busy--;
 }
@@ -172,8 +171,14 @@ static int issue(struct storage *s, struct slot *sl)
 
 	if (sl->op == VSTOR_READ) {
 		/* At most VSTOR_MAX_XFER per slot: bounded by the slot count. */
-		if (!sl->bounce && !(sl->bounce = malloc(sl->bytes)))
-			return -ENOMEM;
+		if (sl->bounce_cap < sl->bytes) {
+			free(sl->bounce);
+			sl->bounce_cap = 0;
+			sl->bounce = malloc(sl->bytes);
+			if (!sl->bounce)
+				return -ENOMEM;
+			sl->bounce_cap = sl->bytes;
+		}
 		sl->iov[0] = (struct iovec){ sl->bounce, sl->bytes };
 		r.niov = 1;
 	}
