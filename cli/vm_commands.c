@@ -156,9 +156,10 @@ static json_t *cmd_query_cpus(struct ctl_call *c, void *opaque)
 		pthread_mutex_lock(&vm->lock);
 		state = v->done ? "finished" : v->parked ? "parked" : "running";
 		pthread_mutex_unlock(&vm->lock);
-		o = json_pack("{s:i, s:i, s:s, s:I}", "index", (int)i,
+		o = json_pack("{s:i, s:i, s:s, s:I, s:i}", "index", (int)i,
 			      "thread_id", (int)atomic_load(&v->tid), "state", state,
-			      "exits", (json_int_t)atomic_load(&v->exits));
+			      "exits", (json_int_t)atomic_load(&v->exits),
+			      "throttle_pct", (int)vm_throttle_get(vm, i));
 		if (have_rips)
 			json_object_set_new(o, "rip", json_integer((json_int_t)rips[i]));
 		json_array_append_new(list, o);

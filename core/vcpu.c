@@ -192,6 +192,16 @@ int vm_resume(struct vm *vm)
 	return rc;
 }
 
+void vm_mark_paused(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state == VM_CREATED) {
+		vm->state = VM_PAUSED;
+		vm->started_ns = now_ns();
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
 int vm_start(struct vm *vm)
 {
 	return vm_resume(vm);

@@ -168,6 +168,9 @@ int vm_start(struct vm *vm);
  */
 int vm_pause(struct vm *vm, uint64_t *latency_ns);
 int vm_resume(struct vm *vm);
+/* A VM that has not run yet becomes paused (a migrated or restored VM
+ * whose source was paused): `resume` then starts it. */
+void vm_mark_paused(struct vm *vm);
 /*
  * Ends the VM with an exit status and a message (first call wins).  Any
  * thread, including vCPU threads.  vCPUs park; vm_wait_end() returns.

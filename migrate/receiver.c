@@ -88,6 +88,7 @@ struct mig_in {
 	uint64_t src_stop_ns;
 	uint8_t src_boot_id[16];
 	uint64_t final_iteration;
+	bool keep_paused;                  /* the source VM was paused */
 	uint64_t downtime_ns;
 	char source[96];
 };
@@ -579,11 +580,13 @@ static int main_section(struct mig_in *in, const struct mig_section *s)
 	case MIG_SEC_SWITCHOVER:
 		if (st != MIG_IN_PRECOPY)
 			goto out_of_place;
-		if (b->len != 32)
-			return fail(in, -EBADMSG, "SWITCHOVER section of %zu bytes", b->len);
+		if (b->len != 40 || (get_le64(b->data + 32) & ~MIG_SWITCHOVER_PAUSED))
+			return fail(in, -EBADMSG, "SWITCHOVER section of %zu bytes or with unknown flags",
+				    b->len);
 		in->src_stop_ns = get_le64(b->data);
 		memcpy(in->src_boot_id, b->data + 8, 16);
 		in->final_iteration = get_le64(b->data + 24);
+		in->keep_paused = get_le64(b->data + 32) & MIG_SWITCHOVER_PAUSED;
 		if (in->final_iteration != c0->iteration)
 			return fail(in, -EPROTO, "SWITCHOVER names iteration %llu, the stream is at %llu",
 				    (unsigned long long)in->final_iteration,
@@ -657,7 +660,10 @@ static int await_commit(struct mig_in *in)
 	if (s.type != MIG_SEC_COMMIT)
 		return fail(in, -EPROTO, "unexpected %s section while loaded (expected COMMIT)",
 			    mig_section_name(s.type));
-	vm_start(in->vm);
+	if (in->keep_paused)
+		vm_mark_paused(in->vm);
+	else
+		vm_start(in->vm);
 	pthread_mutex_lock(&in->lock);
 	in->state = MIG_IN_RUNNING;
 	in->t_end = now_ns();

@@ -108,6 +108,30 @@ static int flush_batch(struct mig_worker *w)
 	return 0;
 }
 
+/*
+ * The overall timeout, checked per chunk so that a long first pass cannot
+ * outlive it.  With --on-timeout switchover, pre-copy stops taking chunks
+ * and the pages it did not send stay in the bitmap for stop-copy.
+ */
+static int check_timeout(struct mig_out *m)
+{
+	enum mig_state state;
+
+	if (!m->p.timeout_ns || now_ns() - m->t_start <= m->p.timeout_ns)
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	state = m->state;
+	pthread_mutex_unlock(&m->lock);
+	if (state != MIG_ACTIVE)
+		return 0;   /* stop-copy finishes what it started */
+	if (m->p.timeout_switchover) {
+		atomic_store(&m->cut_short, true);
+		return 1;
+	}
+	return ferr(ETIMEDOUT, "the migration did not converge within %llu s",
+		    (unsigned long long)(m->p.timeout_ns / 1000000000ull));
+}
+
 static int run_job(struct mig_worker *w)
 {
 	struct mig_out *m = w->m;
@@ -122,6 +146,11 @@ static int run_job(struct mig_worker *w)
 
 		if (atomic_load(&m->abort))
 			return -ECANCELED;
+		rc = check_timeout(m);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
+			break;
 		for (uint64_t wd = first / 64; wd < (first + count + 63) / 64 && !any; wd++)
 			any = m->bitmap[wd] != 0;
 		if (!any)

@@ -436,6 +436,12 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 			rc = wait_iteration_applied(m, iter);
 		if (rc)
 			return rc;
+		if (atomic_load(&m->cut_short)) {
+			flog("migration: timeout reached in iteration %llu; switching over",
+			     (unsigned long long)iter);
+			iter++;
+			break;
+		}
 		dt = MAX(now_ns() - t0, 1);
 		wire = mig_out_wire_bytes(m) - wire0;
 		sent = atomic_load(&m->pages_sent) + atomic_load(&m->zero_pages) - pages0;
@@ -527,18 +533,22 @@ static int send_digests(struct mig_out *m)
 
 static int stop_and_copy(struct mig_out *m, uint64_t iter)
 {
-	uint8_t sw[32];
+	uint8_t sw[40];
 	uint64_t dirty, wire0, pages0;
+	bool user_paused;
 	int rc;
 
 	set_state(m, MIG_STOP_COPY);
 	m->t_pause_req = now_ns();
+	/* A VM its operator paused stays paused, here on failure and there. */
+	user_paused = vm_run_state(m->vm) == VM_PAUSED;
 	vm_pause(m->vm, NULL);
-	m->paused_vm = true;
+	m->paused_vm = !user_paused;
 	m->t_stop = now_ns();
 	put_le64(sw, m->t_stop);
 	mig_boot_id(sw + 8);
 	put_le64(sw + 24, iter);
+	put_le64(sw + 32, user_paused ? MIG_SWITCHOVER_PAUSED : 0);
 	rc = send_ch0(m, MIG_SEC_SWITCHOVER, 0, 1, sw, sizeof(sw));
 	/* On top of the converged collection that pre-copy did not send. */
 	if (!rc)

@@ -62,6 +62,7 @@ struct mig_out {
 	uint64_t job_chunks;
 	uint64_t job_t0, job_wire0;    /* when and where the iteration began */
 	_Atomic uint64_t job_next;
+	_Atomic bool cut_short;        /* the timeout ended pre-copy mid-iteration */
 	unsigned job_done;             /* (L) */
 	int job_error;                 /* (L) */
 	char job_msg[256];             /* (L) */

@@ -58,6 +58,9 @@ enum mig_section_type {
 	MIG_SEC_ITER_DONE = 38,  /* dst: every channel applied an iteration  */
 };
 
+/* SWITCHOVER flags */
+#define MIG_SWITCHOVER_PAUSED 0x1ull    /* the VM was paused: keep it so */
+
 #define MIG_SECF_OPTIONAL 0x1u   /* a reader may skip it if unknown */
 #define MIG_SECF_NO_CSUM  0x2u   /* payload has its own checksum     */
 

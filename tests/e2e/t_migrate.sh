@@ -81,3 +81,62 @@ test_bad_migrate_arguments() {
 	ctl "$T/src.sock" quit >/dev/null
 	expect_exit src 0
 }
+
+test_paused_vm_stays_paused() {
+	start_dest dst
+	start_src src --guest dirty --mem 128M --guest-arg wss=32M
+	ctl "$T/src.sock" pause >/dev/null
+	expect_status 0 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --verify
+	expect_exit src 0
+	ctl "$T/dst.sock" status | json '.state == "paused"' >/dev/null \
+		|| fail "the destination runs a VM its source had paused"
+	ctl "$T/dst.sock" resume >/dev/null
+	sleep 0.3
+	guest_verifies dst 1
+}
+
+test_parameters_change_mid_migration() {
+	start_dest dst
+	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1
+	# At 2 MB/s this would take most of a minute.
+	"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --verify --max-bandwidth 2M \
+		>"$T/mig.log" 2>&1 &
+	local mig=$!
+	wait_mig_state "$T/src.sock" active
+	sleep 1
+	ctl "$T/src.sock" query-migrate | json '.transferred_bytes < 8000000' >/dev/null \
+		|| fail "the bandwidth limit was not applied"
+	ctl "$T/src.sock" migrate-set-parameters max_bandwidth=0 downtime_ms=20 >/dev/null
+	local rc=0
+	wait "$mig" || rc=$?
+	[ "$rc" = 0 ] || fail "migration failed after lifting the limit: $(cat "$T/mig.log")"
+	expect_exit src 0
+	guest_verifies dst 1
+}
+
+test_auto_converge_throttles_within_its_bound() {
+	start_dest dst
+	start_src src --guest dirty --mem 256M --cpus 2 --guest-arg pattern=random \
+		--guest-arg wss=128M
+	"$FERRY" migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --verify --max-bandwidth 24M \
+		>"$T/mig.log" 2>&1 &
+	local mig=$! i pct=0
+	# The guest dirties far faster than 24 MB/s: throttling must start.
+	for i in $(seq 1 400); do
+		pct=$(ctl "$T/src.sock" query-migrate | jq .throttle_pct)
+		[ "$pct" -gt 0 ] && break
+		sleep 0.1
+	done
+	[ "$pct" -gt 0 ] || fail "auto-converge never throttled"
+	ctl "$T/src.sock" query-cpus | json 'map(.throttle_pct) | max > 0 and max <= 90' >/dev/null
+	ctl "$T/src.sock" migrate-set-parameters max_bandwidth=0 >/dev/null
+	local rc=0
+	wait "$mig" || rc=$?
+	[ "$rc" = 0 ] || fail "migration failed: $(cat "$T/mig.log")"
+	grep -q "throttling its busiest vCPUs to [2-9]0%" "$T/src.log"
+	expect_exit src 0
+	ctl "$T/dst.sock" query-cpus | json 'map(.throttle_pct) | max == 0' >/dev/null \
+		|| fail "the destination inherited a throttle"
+	guest_verifies dst 2
+}

@@ -174,3 +174,31 @@ test_two_network_namespaces_as_hosts() {
 	expect_exit src 0
 	guest_verifies dst 2
 }
+
+test_timeout_cancels_by_default() {
+	start_dest dst
+	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1
+	ctl "$T/src.sock" pause >/dev/null
+	expect_status 1 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" \
+		--max-bandwidth 4M --timeout 2
+	expect_output "did not converge within 2 s"
+	expect_exit dst 1
+	# It was paused by its operator before: it must still be paused.
+	ctl "$T/src.sock" status | json '.state == "paused"' >/dev/null \
+		|| fail "a failed migration resumed a VM its operator had paused"
+	ctl "$T/src.sock" resume >/dev/null
+	source_survives failed
+}
+
+test_timeout_can_force_the_switchover() {
+	start_dest dst
+	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1
+	expect_status 0 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --verify \
+		--max-bandwidth 16M --timeout 2 --on-timeout switchover
+	grep -q "timeout reached in iteration 1; switching over" "$T/src.log" \
+		|| fail "pre-copy was not cut short: $(cat "$T/src.log")"
+	expect_exit src 0
+	guest_verifies dst 1
+}

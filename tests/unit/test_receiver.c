@@ -226,7 +226,7 @@ Test(receiver, extents_outside_ram_are_refused)
 
 static void switchover(uint64_t iter)
 {
-	uint8_t sw[32] = { 0 };
+	uint8_t sw[40] = { 0 };
 
 	put_le64(sw + 24, iter);
 	send_section(MIG_SEC_SWITCHOVER, 0, 0, sw, sizeof(sw));
