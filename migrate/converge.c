@@ -2,8 +2,12 @@
  * Convergence policy for pre-copy.
  *
  * After each collection the rest of the dirty memory would take
- *     pages x (wire bytes per page) / bandwidth + fixed cost
- * to send with the VM stopped.  Once that fits the downtime target, the
+ *     pages / (pages applied per second in a recent iteration) + fixed cost
+ * to send with the VM stopped.  The page rate is measured from collection to
+ * the destination's ITER_DONE, so it includes whatever limits it: the link,
+ * compression, or the CPU cost of copying and applying pages (with sparse
+ * pages a byte rate is far too optimistic: 10 bytes on the wire can cost
+ * 3 µs of copying).  Until a rate is known the byte rate stands in.  Once that fits the downtime target, the
  * migration switches over.  The fixed cost covers the vCPU and device state,
  * the LOADED/COMMIT/RUNNING exchange and the destination's restore: about
  * 1 ms on loopback (measured; see docs/migration.md).  A dirty set of a few
@@ -36,13 +40,18 @@ bool mig_converged(struct mig_out *m, struct mig_converge *c, uint64_t dirty_pag
 	target = m->p.downtime_ns;
 	if (!c->wire_per_page)
 		c->wire_per_page = GMEM_PAGE_SIZE + 8;
-	expected = bw ? (uint64_t)((double)dirty_pages * (double)c->wire_per_page * 1e9 / (double)bw)
-		      : UINT64_MAX / 2;
+	if (c->pages_per_sec)
+		expected = (uint64_t)((double)dirty_pages * 1e9 / (double)c->pages_per_sec);
+	else if (bw)
+		expected = (uint64_t)((double)dirty_pages * (double)c->wire_per_page * 1e9 /
+				      (double)bw);
+	else
+		expected = UINT64_MAX / 2;
 	expected += FIXED_COST_NS;
 	m->expected_downtime_ns = expected;
 	m->pages_remaining = dirty_pages;
 	pthread_mutex_unlock(&m->lock);
-	return (bw && expected <= target) || dirty_pages <= FLOOR_PAGES;
+	return ((bw || c->pages_per_sec) && expected <= target) || dirty_pages <= FLOOR_PAGES;
 }
 
 static int cmp_desc(const void *a, const void *b)

@@ -457,6 +457,9 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 		pthread_mutex_unlock(&m->lock);
 		if (sent)
 			cv.wire_per_page = MAX(wire / sent, 64);
+		/* Tiny iterations measure latency, not throughput. */
+		if (sent >= 1024 || !cv.pages_per_sec)
+			cv.pages_per_sec = (uint64_t)((double)sent * 1e9 / (double)dt);
 		record_iteration(m, iter, t_collect, dirty, sent, wire);
 		mig_update_compression(m, m->bandwidth_bps);
 	}

@@ -111,6 +111,7 @@ struct mig_converge {
 	unsigned strikes;
 	unsigned throttle_pct;
 	uint64_t wire_per_page;       /* bytes on the wire per dirty page */
+	uint64_t pages_per_sec;       /* pages applied per second, recent */
 };
 /* Decides after a collection whether the rest fits the downtime target. */
 bool mig_converged(struct mig_out *m, struct mig_converge *c, uint64_t dirty_pages);
