@@ -1,49 +1,49 @@
 #!/usr/bin/env bash
-# The main job of `make demo` (which runs `make all` first): run the `dirty`
-# guest program on 2 vCPUs, show its progress live through the control API,
-# pause and resume it once, then ask it to finish so that it verifies its
-# own memory, and report what it found.
+# The main job of `make demo` (which runs `make all` first): a live migration
+# between two ferry processes on this machine.
 #
-# Live migration is not merged yet.  Once it lands, this becomes a live
-# migration between two local ferry processes, with the same guest checking
-# its memory on the destination.
+#   1. a destination `ferry run --incoming` waits on a loopback port;
+#   2. a source runs the `dirty` guest program on 2 vCPUs, which writes its
+#      256 MiB working set over and over, checking every page as it goes;
+#   3. `ferry migrate --verify` moves the running VM: pre-copy while the
+#      guest keeps writing, a stop-and-copy of a few milliseconds, and a
+#      digest of every page compared before the destination takes over;
+#   4. the guest carries on at the destination, then is asked to finish and
+#      verifies its whole memory there.
 #
-# Exits 0 only if the guest ran, paused, resumed and verified every page.
+# Exits 0 only if the migration completed and the guest verified every page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FERRY=${FERRY:-build/ferry}
-RUN_SECONDS=8           # how long the guest runs before `shutdown`
-PAUSE_AT=4              # when to pause it, in seconds
-PAUSE_HOLD=0.5          # how long it stays paused
 NCPUS=2
+WARM_SECONDS=3          # the guest runs this long before the migration
+AFTER_SECONDS=2         # and this long at the destination afterwards
 
 [ -x "$FERRY" ] || { echo "demo: $FERRY is not built (run make all)" >&2; exit 1; }
 command -v jq >/dev/null || { echo "demo: jq is missing (scripts/deps.sh installs it)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/ferry-demo.XXXXXX)
-sock=$tmp/control.sock
-pid=
+src_pid=
+dst_pid=
 cleanup() {
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	fi
+	for p in $src_pid $dst_pid; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [ -t 1 ]; then tty=1; else tty=0; fi
-live=0   # a progress line is on screen without its newline
+live=0
 
-# say TEXT: prints a message line, first ending any live progress line.
 say() {
 	if [ "$live" = 1 ]; then printf '\n'; live=0; fi
 	printf '%s\n' "$*"
 }
 
-# show TEXT: the progress display (rewritten in place on a terminal).
 show() {
 	if [ "$tty" = 1 ]; then
 		printf '\r%s\033[K' "$*"
@@ -55,85 +55,80 @@ show() {
 
 die() {
 	say "demo: FAILED: $*" >&2
-	if [ -s "$tmp/ferry.log" ]; then
-		sed 's/^/  | /' "$tmp/ferry.log" >&2
-	fi
+	for log in "$tmp"/*.log; do
+		[ -s "$log" ] || continue
+		echo "  --- $(basename "$log")" >&2
+		sed 's/^/  | /' "$log" >&2
+	done
 	exit 1
 }
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-
-# ctl COMMAND: one control-API command; its "return" as compact JSON.
-ctl() {
-	"$FERRY" ctl "$sock" "$@" | jq -c .
+wait_socket() {
+	for _ in $(seq 1 200); do
+		"$FERRY" ctl "$1" status >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	die "no answer on $1"
 }
 
-say "ferry demo: guest program 'dirty' on $NCPUS vCPUs, 512 MiB of RAM, 256 MiB working set"
-say "  $FERRY run --guest dirty --cpus $NCPUS --mem 512M --guest-arg wss=256M --control SOCK"
+# progress SOCK LABEL SECONDS: the guest's own figures, twice a second.
+progress() {
+	local end=$(( $(date +%s) + $3 )) line
+	while [ "$(date +%s)" -lt "$end" ]; do
+		line=$("$FERRY" ctl "$1" query-guest 2>/dev/null | jq -r '
+			[.vcpus[] | "\(.pass // 0) passes, \(((.rate_pps // 0) / 1000) | floor)k pages/s"]
+			| to_entries | map("vCPU \(.key): \(.value)") | join("   ")') || line="?"
+		show "  $2  $line"
+		sleep 0.5
+	done
+	say ""
+}
+
+say "ferry demo: live migration of a running VM between two local ferry processes"
+say ""
+say "destination:  $FERRY run --incoming tcp:127.0.0.1:0 --control DST"
+"$FERRY" run --incoming tcp:127.0.0.1:0 --control "$tmp/dst.sock" >"$tmp/dst.log" 2>&1 &
+dst_pid=$!
+wait_socket "$tmp/dst.sock"
+port=$(sed -nE 's/.*incoming migration on tcp:127\.0\.0\.1:([0-9]+).*/\1/p' "$tmp/dst.log")
+[ -n "$port" ] || die "the destination did not say which port it listens on"
+
+say "source:       $FERRY run --guest dirty --cpus $NCPUS --mem 512M --guest-arg wss=256M --control SRC"
 "$FERRY" run --guest dirty --cpus "$NCPUS" --mem 512M --guest-arg wss=256M \
-	--control "$sock" >"$tmp/ferry.log" 2>&1 &
-pid=$!
+	--guest-arg report_ms=250 --control "$tmp/src.sock" >"$tmp/src.log" 2>&1 &
+src_pid=$!
+wait_socket "$tmp/src.sock"
+say ""
+say "the guest writes its working set on both vCPUs, checking every page it overwrites:"
+progress "$tmp/src.sock" "source     " "$WARM_SECONDS"
 
-for _ in $(seq 1 100); do
-	"$FERRY" ctl "$sock" status >/dev/null 2>&1 && break
-	kill -0 "$pid" 2>/dev/null || die "ferry exited before its control socket answered"
-	sleep 0.05
-done
-state=$(ctl status | jq -r .state) || die "the control socket does not answer"
-[ "$state" = running ] || die "the VM is '$state', expected 'running'"
+say "migrating:    $FERRY migrate SRC tcp:127.0.0.1:$port --verify"
+"$FERRY" migrate "$tmp/src.sock" "tcp:127.0.0.1:$port" --verify --json >"$tmp/mig.json" \
+	2>"$tmp/migrate.log" || die "the migration failed: $(cat "$tmp/migrate.log")"
+jq -r 'def r: . * 100 | floor / 100;
+       "  completed in \(.total_ms | floor) ms, \(.iteration) iterations, \((.transferred_bytes / 1048576) | floor) MiB on the wire",
+       "  downtime \(.downtime_ms | r) ms, from the last source vCPU stopping:",
+       "    final dirty pages sent        \(.switchover.pages_sent_ms | r) ms",
+       "    state + page digests sent     \(.switchover.state_sent_ms | r) ms  (--verify hashes all guest memory here)",
+       "    loaded and verified there     \(.switchover.loaded_ms | r) ms",
+       "    running at the destination    \(.switchover.running_ms | r) ms",
+       "  every page of guest memory compared by digest before the switch: identical"' \
+	"$tmp/mig.json"
+wait "$src_pid" || die "the source ferry did not exit cleanly after the migration"
+src_pid=
+grep -q "the VM migrated to" "$tmp/src.log" 2>/dev/null || true
+say "  the source ferry has exited; the VM runs at the destination:"
+"$FERRY" ctl "$tmp/dst.sock" status | jq -c '{state, guest, vcpus, memory}' | sed 's/^/  /'
+say ""
+progress "$tmp/dst.sock" "destination" "$AFTER_SECONDS"
 
-# One line per poll: elapsed time, then pass count and rate per vCPU.  The
-# guest reports once a second, so a value holds for two polls.
-progress_filter='[.vcpus[] | .pass // 0, .rate_pps // 0] | @tsv'
-progress_format='{
-	printf "%4.1fs ", t / 1000
-	for (i = 1; i < NF; i += 2)
-		printf "  vCPU %d: pass %6d, %5.1f M pages/s", (i - 1) / 2, $i, $(i + 1) / 1e6
-	printf "\n"
-}'
-
-start=$(now_ms)
-paused=0
-while :; do
-	elapsed=$(( $(now_ms) - start ))
-	[ "$elapsed" -lt $((RUN_SECONDS * 1000)) ] || break
-	kill -0 "$pid" 2>/dev/null || die "ferry exited while the guest should be running"
-	line=$(ctl query-guest | jq -r "$progress_filter" |
-	       awk -v t="$elapsed" "$progress_format") || die "query-guest failed"
-	show "$line"
-
-	if [ "$paused" = 0 ] && [ "$elapsed" -ge $((PAUSE_AT * 1000)) ]; then
-		lat=$(ctl pause | jq -r '.latency_us * 10 | round / 10') || die "pause failed"
-		state=$(ctl status | jq -r .state)
-		[ "$state" = paused ] || die "after pause the VM is '$state'"
-		say "pause: all $NCPUS vCPUs out of KVM_RUN in $lat µs (state: $state);" \
-			"holding ${PAUSE_HOLD}s"
-		sleep "$PAUSE_HOLD"
-		ctl resume >/dev/null || die "resume failed"
-		state=$(ctl status | jq -r .state)
-		[ "$state" = running ] || die "after resume the VM is '$state'"
-		say "resume: the guest carries on where it stopped (state: $state)"
-		paused=1
-	fi
-	sleep 0.5
-done
-[ "$paused" = 1 ] || die "the pause never happened"
-
-say "shutdown: asking the guest to finish and verify its memory"
-ctl shutdown >/dev/null || die "shutdown failed"
-for _ in $(seq 1 600); do
-	kill -0 "$pid" 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 "$pid" 2>/dev/null && die "ferry did not exit within 60 s of shutdown"
-status=0
-wait "$pid" || status=$?
-pid=
-
-grep -E '^dirty: vCPU [0-9]+ verified' "$tmp/ferry.log" | sed 's/^/  /' || true
-verified=$(grep -Ec '^dirty: vCPU [0-9]+ verified' "$tmp/ferry.log" || true)
-say "ferry exited with status $status; $verified of $NCPUS vCPUs verified their memory"
-say "(the longest stall each vCPU saw includes the ${PAUSE_HOLD}s pause: the guest's TSC kept running)"
-[ "$status" = 0 ] || die "ferry exited with status $status"
-[ "$verified" = "$NCPUS" ] || die "only $verified of $NCPUS vCPUs verified their memory"
+say "asking the guest to finish: it verifies all its memory at the destination"
+"$FERRY" ctl "$tmp/dst.sock" shutdown >/dev/null || die "shutdown failed"
+rc=0
+wait "$dst_pid" || rc=$?
+dst_pid=
+grep "verified" "$tmp/dst.log" | sed 's/^/  /'
+[ "$rc" = 0 ] || die "the guest reported a problem (exit status $rc)"
+[ "$(grep -c "verified" "$tmp/dst.log")" = "$NCPUS" ] || die "not every vCPU verified its memory"
+say ""
 say "demo: OK"
