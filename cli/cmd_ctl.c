@@ -102,9 +102,13 @@ int cmd_ctl(int argc, char **argv)
 	bool raw = argc == 4 && strcmp(argv[2], "--raw") == 0;
 	int fd, status = EXIT_RUNTIME;
 
+	if (argc >= 3 && strcmp(argv[2], "--raw") == 0 && argc != 4) {
+		json_decref(args);
+		return usage_error("ctl", "usage: ferry ctl SOCKET --raw JSON-LINE (one line, quoted)");
+	}
 	if (argc < 3 || (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
 		json_decref(args);
-		if (argc > 1 && argv[1][0] == '-') {
+		if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 			puts("usage: ferry ctl SOCKET COMMAND [KEY=VALUE]...\n"
 			     "       ferry ctl SOCKET --raw JSON-LINE");
 			return 0;
@@ -159,7 +163,8 @@ int cmd_ctl(int argc, char **argv)
 			json_string_value(json_object_get(err, "class")),
 			json_string_value(json_object_get(err, "desc")));
 	} else {
-		json_dumpf(json_object_get(reply, "return"), stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
+		json_dumpf(json_object_get(reply, "return"), stdout,
+			   JSON_INDENT(2) | JSON_ENCODE_ANY | CTL_JSON_REALS);
 		fputc('\n', stdout);
 		status = 0;
 	}

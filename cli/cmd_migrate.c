@@ -188,7 +188,7 @@ static int finish(json_t *st, bool as_json, bool tty)
 	if (tty)
 		fputs("\r\033[K", stderr);
 	if (as_json) {
-		json_dumpf(st, stdout, JSON_INDENT(2));
+		json_dumpf(st, stdout, JSON_INDENT(2) | CTL_JSON_REALS);
 		fputc('\n', stdout);
 	} else if (strcmp(state, "completed") == 0) {
 		print_summary(st);

@@ -237,7 +237,7 @@ char *ctl_dispatch(struct ctl_server *s, const char *line, size_t len)
 	r = json_pack("{s:o}", "return", result);
 	if (id)
 		json_object_set(r, "id", id);
-	out = json_dumps(r, JSON_COMPACT);
+	out = json_dumps(r, JSON_COMPACT | CTL_JSON_REALS);
 	json_decref(r);
 out:
 	json_decref(req);

@@ -18,6 +18,9 @@
 #include <stdint.h>
 
 #define CTL_LINE_MAX (64u << 10)
+/* Reals in replies: enough digits for nanoseconds in ms, no binary noise
+ * such as 167.11199999999999. */
+#define CTL_JSON_REALS JSON_REAL_PRECISION(10)
 
 struct ctl_server;
 

@@ -41,7 +41,7 @@ static int write_page_tables(struct vm *vm)
 	uint64_t entry;
 	int rc = 0;
 
-	if (gib > 512 || FERRY_PD_GPA + gib * 4096 > FERRY_DEVICE_GPA)
+	if (gib > 512 || FERRY_PD_GPA + gib * 4096 > FERRY_PT_STACKS_GPA)
 		return ferr(EINVAL, "guest RAM too large for the boot page tables");
 	entry = FERRY_PDPT_GPA | PTE_FLAGS;
 	rc = gmem_write(&vm->mem, FERRY_PML4_GPA, &entry, sizeof(entry));
@@ -49,17 +49,31 @@ static int write_page_tables(struct vm *vm)
 		entry = (FERRY_PD_GPA + g * 4096) | PTE_FLAGS;
 		rc = gmem_write(&vm->mem, FERRY_PDPT_GPA + g * 8, &entry, sizeof(entry));
 	}
-	/* 2 MiB pages for all RAM, but 4 KiB ones in the first 2 MiB so that
-	 * page 0 can stay unmapped. */
+	/*
+	 * 2 MiB pages for all RAM, but 4 KiB ones in the first 2 MiB, so that
+	 * page 0 stays unmapped, and in the stacks' 2 MiB, so that each stack
+	 * has an unmapped guard page below it.
+	 */
 	for (uint64_t addr = 0; addr < vm->mem.size && !rc; addr += 2ull << 20) {
 		uint64_t pd_slot = FERRY_PD_GPA + (addr >> 21) * 8;
 
-		entry = addr == 0 ? (FERRY_PT0_GPA | PTE_FLAGS) : (addr | PTE_FLAGS | PTE_PS);
+		if (addr == 0)
+			entry = FERRY_PT0_GPA | PTE_FLAGS;
+		else if (addr == FERRY_STACKS_GPA)
+			entry = FERRY_PT_STACKS_GPA | PTE_FLAGS;
+		else
+			entry = addr | PTE_FLAGS | PTE_PS;
 		rc = gmem_write(&vm->mem, pd_slot, &entry, sizeof(entry));
 	}
-	for (uint64_t i = 1; i < 512 && !rc; i++) {
-		entry = (i << 12) | PTE_FLAGS;
+	for (uint64_t i = 0; i < 512 && !rc; i++) {
+		uint64_t addr = FERRY_STACKS_GPA + (i << 12), in_slot = (i << 12) % FERRY_STACK_PER_VCPU;
+		bool guard = in_slot == 0 || in_slot == FERRY_STACK_RING0;
+
+		entry = i ? (i << 12) | PTE_FLAGS : 0;
 		rc = gmem_write(&vm->mem, FERRY_PT0_GPA + i * 8, &entry, sizeof(entry));
+		entry = guard ? 0 : addr | PTE_FLAGS;
+		if (!rc)
+			rc = gmem_write(&vm->mem, FERRY_PT_STACKS_GPA + i * 8, &entry, sizeof(entry));
 	}
 	return rc;
 }

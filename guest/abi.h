@@ -15,9 +15,12 @@
  *   0x0000_3000  boot info   (struct ferry_bootinfo)
  *   0x0000_4000  TSS array   (FERRY_MAX_VCPUS x 256 bytes, each with an
  *                             I/O permission bitmap; see FERRY_PORT_BASE)
- *   0x0000_8000  page tables (PML4, PDPT, one PT for the first 2 MiB, PDs)
+ *   0x0000_8000  page tables (PML4, PDPT, a PT for the first 2 MiB, PDs, and a
+ *                             PT for the stacks' 2 MiB at 0x4B000)
  *   0x0010_0000  reserved for device areas
- *   0x0020_0000  stacks      (32 KiB per vCPU: 8 KiB ring 0, 24 KiB ring 3)
+ *   0x0020_0000  stacks      (32 KiB per vCPU: a guard page, 4 KiB of ring-0
+ *                             stack, a guard page, 20 KiB of ring-3 stack; a
+ *                             guard page is not mapped, so an overflow faults)
  *   0x0040_0000  guest image (ELF, loaded by the VMM; up to 12 MiB)
  *   0x0100_0000  data area   (to the end of RAM; the program's to use)
  */
@@ -40,10 +43,12 @@
 #define FERRY_PDPT_GPA         0x9000ull
 #define FERRY_PT0_GPA          0xA000ull
 #define FERRY_PD_GPA           0xB000ull      /* one PD per GiB of RAM */
+#define FERRY_PT_STACKS_GPA    0x4B000ull     /* 4 KiB pages for the stacks */
 #define FERRY_DEVICE_GPA       0x100000ull
 #define FERRY_STACKS_GPA       0x200000ull
 #define FERRY_STACK_PER_VCPU   0x8000ull
 #define FERRY_STACK_RING0      0x2000ull      /* low part of each slot */
+#define FERRY_STACK_GUARD      0x1000ull      /* one unmapped page */
 #define FERRY_IMAGE_GPA        0x400000ull
 #define FERRY_IMAGE_END        0x1000000ull
 #define FERRY_DATA_GPA         0x1000000ull

@@ -57,6 +57,9 @@ test_guest_exceptions_are_reported() {
 	expect_output "guest assertion failed on vCPU 0 at guest/progs/crash.c:[0-9]+: crash: asserting that 0 == 1"
 	expect_status 139 ferry run --guest crash --guest-arg kind=badcall
 	expect_output "broke the guest call protocol: call block outside guest RAM"
+	# vCPU 0's ring-3 stack guard page is [0x202000, 0x203000).
+	expect_status 139 ferry run --guest crash --guest-arg kind=stack
+	expect_output "#PF page fault \(vector 14\), error code 0x6, .*CR2 0x202[0-9a-f]{3},"
 }
 
 test_sixteen_gib_and_eight_vcpus() {

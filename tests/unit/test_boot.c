@@ -14,6 +14,15 @@ Test(boot, page_tables_map_ram_and_only_ram)
 	cr_assert_eq(boot_lookup_pte(vm, FERRY_DATA_GPA) & 0x87, 0x87, "data uses 2 MiB pages");
 	cr_assert_neq(boot_lookup_pte(vm, (96ull << 20) - 1), 0);
 	cr_assert_eq(boot_lookup_pte(vm, 96ull << 20), 0, "nothing past RAM is mapped");
+	for (unsigned cpu = 0; cpu < 2; cpu++) {
+		uint64_t slot = FERRY_STACKS_GPA + cpu * FERRY_STACK_PER_VCPU;
+
+		cr_assert_eq(boot_lookup_pte(vm, slot), 0, "vCPU %u: ring-0 stack guard", cpu);
+		cr_assert_eq(boot_lookup_pte(vm, slot + FERRY_STACK_RING0), 0,
+			     "vCPU %u: ring-3 stack guard", cpu);
+		cr_assert_neq(boot_lookup_pte(vm, slot + FERRY_STACK_RING0 - 1), 0);
+		cr_assert_neq(boot_lookup_pte(vm, slot + FERRY_STACK_PER_VCPU - 1), 0);
+	}
 	vm_destroy(vm);
 }
 
