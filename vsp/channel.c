@@ -125,6 +125,9 @@ int vsp_ring_pop(struct vsp_chan *ch, struct vmbus_pkt *pkt, void *payload, uint
 	}
 	ring_copy_out(r, r->shadow + PKT_HDR, payload, pkt->len);
 	r->shadow += total;
+	/* Draining: the guest need not ring until we arm again before sleeping. */
+	if (r->hdr->need_signal)
+		hdr_store(ch, r, &r->hdr->need_signal, 0);
 	return 1;
 }
 

@@ -32,7 +32,7 @@
 
 #define STATE_VERSION 1
 #define MAX_PAYLOAD (sizeof(struct vstor_req) + VSTOR_MAX_SEGS * sizeof(struct vstor_seg))
-#define SPIN_NS 50000ull            /* keep polling the ring this long after work */
+#define SPIN_US 50u                 /* keep polling the ring this long after work */
 #define DRAIN_TIMEOUT_MS 30000
 
 enum slot_state { SLOT_FREE, SLOT_QUEUED, SLOT_ISSUED, SLOT_DONE };
@@ -59,7 +59,8 @@ struct storage {
 	struct slot slots[VSTOR_MAX_INFLIGHT];
 	unsigned busy;              /* slots not FREE */
 	unsigned waiting;           /* slots DONE or QUEUED: work for post_and_reissue */
-	uint64_t last_work_ns;
+	uint64_t last_work_tsc;
+	uint64_t spin_tsc;          /* SPIN_US in TSC ticks (clock_gettime costs here) */
 	uint64_t reads, writes, flushes, bytes_read, bytes_written, errors, reissued;
 	struct vsp_chan *ch;
 };
@@ -298,13 +299,13 @@ static int storage_work(struct vsp_chan *ch)
 	vsp_ring_consumed(ch);
 	progress |= post_and_reissue(ch, s);
 	vsp_ring_flush(ch);
-	now = now_ns();
+	now = host_rdtsc();
 	if (progress)
-		s->last_work_ns = now;
+		s->last_work_tsc = now;
 	/* Spin a little for the guest's next request, unless the kernel has
 	 * requests of ours: then their completion (or a doorbell) wakes us,
 	 * and the core is free for io_uring's workers. */
-	else if (now - s->last_work_ns >= SPIN_NS || blkio_inflight(s->io))
+	else if (now - s->last_work_tsc >= s->spin_tsc || blkio_inflight(s->io))
 		idle = vsp_chan_arm(ch);
 	else
 		idle = false;
@@ -335,7 +336,7 @@ static void storage_opened(struct vsp_chan *ch)
 {
 	struct storage *s = ch->priv;
 
-	s->last_work_ns = 0;
+	s->last_work_tsc = 0;
 }
 
 static int storage_save(struct vsp_chan *ch, struct dbuf *out)
@@ -499,6 +500,7 @@ int vsp_storage_init(struct vsp_chan *ch, const struct vsp_disk_cfg *cfg)
 		return -ENOMEM;
 	s->cfg = *cfg;
 	s->ch = ch;
+	s->spin_tsc = (uint64_t)SPIN_US * MAX(ch->vm->tsc_khz, 1u) / 1000;
 	ch->priv = s;
 	rc = blkio_open(cfg->path, cfg->readonly, VSTOR_MAX_INFLIGHT,
 			cfg->force_threads, &s->io);
