@@ -431,6 +431,11 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 		t0 = t_prev = now_ns();
 		wire0 = mig_out_wire_bytes(m);
 		pages0 = atomic_load(&m->pages_sent) + atomic_load(&m->zero_pages);
+		pthread_mutex_lock(&m->lock);
+		m->iter_t0 = t0;
+		m->iter_pages0 = pages0;
+		m->iter_wire0 = wire0;
+		pthread_mutex_unlock(&m->lock);
 		rc = mig_send_iteration(m, iter, iter == 1);
 		if (!rc)
 			rc = wait_iteration_applied(m, iter);
@@ -446,6 +451,7 @@ static int precopy(struct mig_out *m, uint64_t *next_iter)
 		wire = mig_out_wire_bytes(m) - wire0;
 		sent = atomic_load(&m->pages_sent) + atomic_load(&m->zero_pages) - pages0;
 		pthread_mutex_lock(&m->lock);
+		m->iter_t0 = 0;
 		/* Small iterations measure latency more than bandwidth. */
 		if (wire >= (1u << 20) || !m->bandwidth_bps)
 			m->bandwidth_bps = (uint64_t)((double)wire * 1e9 / (double)dt);
@@ -805,6 +811,21 @@ void mig_out_query(struct mig_out *m, struct mig_stats *st)
 	pthread_mutex_unlock(&m->lock);
 	st->pages_sent = atomic_load(&m->pages_sent);
 	st->zero_pages = atomic_load(&m->zero_pages);
+	/*
+	 * Within an iteration, what is left shrinks as pages go, and until the
+	 * first iteration has measured a bandwidth, the rate so far stands in.
+	 */
+	pthread_mutex_lock(&m->lock);
+	if (m->iter_t0 && st->state == MIG_ACTIVE) {
+		uint64_t done = st->pages_sent + st->zero_pages - m->iter_pages0;
+		uint64_t dt = now - m->iter_t0;
+
+		st->pages_remaining = st->pages_remaining > done ? st->pages_remaining - done : 0;
+		if (!st->bandwidth_bps && dt > 10000000)
+			st->bandwidth_bps = (uint64_t)((double)(st->bytes_wire - m->iter_wire0) * 1e9 /
+						       (double)dt);
+	}
+	pthread_mutex_unlock(&m->lock);
 	st->batches = atomic_load(&m->batches);
 	st->compressed_batches = atomic_load(&m->comp_batches);
 	st->compressing = m->p.compress == MIG_COMPRESS_ZSTD || atomic_load(&m->compress_now);

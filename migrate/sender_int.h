@@ -80,7 +80,8 @@ struct mig_out {
 
 	/* Figures for query-migrate (L). */
 	uint64_t iteration;
-	uint64_t pages_remaining;
+	uint64_t pages_remaining;      /* dirty at the last collection */
+	uint64_t iter_t0, iter_pages0, iter_wire0;  /* where this iteration began */
 	uint64_t dirty_rate_pps;
 	uint64_t bandwidth_bps;
 	uint64_t first_pass_bps, first_pass_bytes;

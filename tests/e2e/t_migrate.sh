@@ -140,3 +140,31 @@ test_auto_converge_throttles_within_its_bound() {
 		|| fail "the destination inherited a throttle"
 	guest_verifies dst 2
 }
+
+test_progress_line_only_on_a_terminal() {
+	start_dest dst
+	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg report_ms=100
+	wait_guest_progress "$T/src.sock" pass 1
+	# `script` gives ferry migrate a terminal; the limit makes it last ~2 s.
+	script -qefc "$FERRY migrate $T/src.sock tcp:127.0.0.1:$DEST_PORT --max-bandwidth 48M" \
+		"$T/typescript" >/dev/null
+	tr '\r' '\n' <"$T/typescript" >"$T/lines"
+	grep -aEq "^(.\[K)?active +iter 1 +sent [0-9.]+ [KMG]iB +left [0-9.]+ [KMG]?i?B +dirty +[0-9.]+k pg/s +bw .* est\. downtime +[0-9.]+ ms +ETA +[0-9.]+ s" \
+		"$T/lines" || fail "no progress line: $(head -c 600 "$T/lines")"
+	[ "$(grep -ac "sent" "$T/lines")" -ge 3 ] || fail "the progress line was not redrawn"
+	grep -aq "migration completed: " "$T/lines" || fail "no summary"
+	# The amount sent never goes down from one redraw to the next.
+	grep -aoE "sent [0-9.]+ [KMG]iB" "$T/lines" | awk '
+		{ v = $2; u = $3; m = (u == "KiB") ? 1 : (u == "MiB") ? 1024 : 1048576; n = v * m;
+		  if (n < last) { print "went back: " $0; bad = 1 } last = n }
+		END { exit bad }' || fail "progress ran backwards"
+	expect_exit src 0
+	guest_verifies dst 1
+	# Without a terminal there is one line: the summary.
+	start_dest dst2
+	start_src src2 --guest idle --mem 128M
+	expect_status 0 ferry migrate "$T/src2.sock" "tcp:127.0.0.1:$DEST_PORT"
+	[ "$(wc -l <"$T/out")" = 1 ] || fail "output besides the summary: $(cat "$T/out")"
+	expect_exit src2 0
+	guest_verifies dst2 1
+}
