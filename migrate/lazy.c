@@ -1,6 +1,10 @@
 /*
- * The lazy loader: one thread that serves userfaultfd faults on guest RAM
- * from a save file and, between faults, brings in the rest of memory.
+ * The lazy loader thread: it serves userfaultfd faults on guest RAM from a
+ * save file and, between faults, brings in the rest of memory.
+ *
+ * It starts while the VM is still being created: it reads and checks the
+ * blocks holding the pages the vCPUs will touch first (lazy_hot.c), then
+ * waits to be attached to the VM's RAM (attach copies those pages in).
  *
  * Only this thread copies pages into the registered ranges, so its own
  * bitmap of present pages is exact and needs no lock.  A fault copies the
@@ -13,64 +17,18 @@
  * read and checked exactly once, however the guest touches memory, and a
  * fault waits at most one fill step or one block completion.
  */
-#include "lazy.h"
-
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../core/util.h"
+#include "lazy_int.h"
 
-#define CACHE_SLOTS 16          /* 32 MiB of verified blocks */
-#define FAULT_PAGES 16u         /* 64 KiB around a fault */
-#define FILL_PAGES 64u          /* 256 KiB per background step */
 #define MAX_MSGS 16
-/* The background fill waits for the first fault or this long, see below. */
-#define FILL_DELAY_MS 20
-
-struct slot {
-	int64_t block;              /* -1: empty */
-	uint64_t last_use;
-	uint8_t *buf;
-};
-
-struct sf_lazy {
-	struct sf_file *f;
-	struct vm *vm;
-	uint8_t *hva;
-	int uffd;
-	int stopfd;
-	pthread_t thread;
-	bool thread_started;
-	uint64_t t_start;
-
-	uint64_t *present;          /* (loader) one bit per guest page */
-	uint16_t *block_present;    /* (loader) pages present per block */
-	uint32_t fill_cursor;       /* (loader) next block to fill */
-	uint64_t data_blocks;
-	struct slot slots[CACHE_SLOTS];
-	uint8_t *slab;              /* the slots' buffers, one mapping */
-	size_t slab_len;
-	uint64_t use_clock;
-
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool complete, failed;      /* (lock) */
-	char error[512];            /* (lock) */
-	_Atomic uint64_t blocks_done, faults, fault_max_ns, first_fault_ns, complete_ns;
-	_Atomic uint64_t bytes_read;
-};
 
 static bool page_present(const struct sf_lazy *lz, uint64_t p)
 {
@@ -261,6 +219,45 @@ static int serve_faults(struct sf_lazy *lz)
 	}
 }
 
+/* Before the VM exists: a verified page, without ever evicting a block. */
+static const uint8_t *hot_page(void *opaque, uint64_t gpa, int *rc)
+{
+	static const uint8_t zero[GMEM_PAGE_SIZE];
+	struct sf_lazy *lz = opaque;
+	uint32_t b = (uint32_t)(gpa >> SF_BLOCK_SHIFT);
+	const uint8_t *data;
+	bool room = false;
+
+	if (!lz->f->block_pages[b])
+		return zero;
+	for (unsigned i = 0; i < CACHE_SLOTS && !room; i++)
+		room = lz->slots[i].block < 0 || lz->slots[i].block == (int64_t)b;
+	if (!room)
+		return NULL;
+	data = block_data(lz, b, rc);
+	return data ? data + (gpa & (SF_BLOCK_SIZE - 1)) : NULL;
+}
+
+int sf_lazy_copy_hot(struct sf_lazy *lz)
+{
+	for (unsigned i = 0; i < lz->nhot; i++) {
+		uint64_t p = lz->hot[i] >> GMEM_PAGE_SHIFT, p0 = p / FAULT_PAGES * FAULT_PAGES;
+		uint32_t b = (uint32_t)(p / SF_BLOCK_PAGES);
+		const uint8_t *data;
+		int rc = 0;
+
+		if (!lz->f->block_pages[b])
+			continue;
+		data = block_data(lz, b, &rc);
+		if (!data)
+			return rc;
+		rc = copy_pages(lz, b, p0, p0 + FAULT_PAGES, data);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 /* The block to fill next: the latest cached incomplete one, else in order. */
 static int64_t next_fill_block(struct sf_lazy *lz)
 {
@@ -334,7 +331,39 @@ static int poll_timeout(struct sf_lazy *lz, bool more)
 	return since >= FILL_DELAY_MS ? 0 : (int)(FILL_DELAY_MS - since);
 }
 
-static void *loader_thread(void *arg)
+/* Phase 1: the hot blocks, then wait for attach.  False: stop now. */
+static bool prepare(struct sf_lazy *lz)
+{
+	int rc = sf_hot_pages(lz->f, hot_page, lz, lz->hot, MAX_HOT);
+	bool go;
+
+	/* The walk read the tables; read and check the pages' own blocks too. */
+	for (int i = 0; i < rc; i++) {
+		int err = 0;
+
+		if (!hot_page(lz, lz->hot[i], &err) && err) {
+			rc = err;
+			break;
+		}
+	}
+
+	pthread_mutex_lock(&lz->lock);
+	lz->prepared = true;
+	if (rc < 0) {
+		lz->prepare_rc = rc;
+		snprintf(lz->error, sizeof(lz->error), "%s", ferr_msg(rc));
+	} else {
+		lz->nhot = (unsigned)rc;
+	}
+	pthread_cond_broadcast(&lz->cond);
+	while (!lz->attached && !lz->stopping)
+		pthread_cond_wait(&lz->cond, &lz->lock);
+	go = lz->attached && !lz->stopping && !lz->prepare_rc;
+	pthread_mutex_unlock(&lz->lock);
+	return go;
+}
+
+void *sf_lazy_thread(void *arg)
 {
 	struct sf_lazy *lz = arg;
 	bool more = true;
@@ -342,6 +371,8 @@ static void *loader_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "ferry-lazy");
 	ferr_clear();
+	if (!prepare(lz))
+		return NULL;
 	while (!rc) {
 		struct pollfd pfd[2] = {
 			{ .fd = lz->uffd, .events = POLLIN },
@@ -375,205 +406,3 @@ static void *loader_thread(void *arg)
 	return NULL;
 }
 
-/*
- * The block buffers.  Their first use faults their memory in, which costs
- * ~4 us per 4 KiB page here (mostly clearing it): 2 ms per 2 MiB buffer,
- * on the path of the very first guest faults.  Backed by transparent huge
- * pages when the host allows, each buffer is one fault instead of 512.
- */
-static int alloc_slots(struct sf_lazy *lz)
-{
-	uint8_t *p, *aligned;
-
-	lz->slab_len = (size_t)(CACHE_SLOTS + 1) * SF_BLOCK_SIZE;
-	p = mmap(NULL, lz->slab_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return -ENOMEM;
-	lz->slab = p;
-	aligned = (uint8_t *)(((uintptr_t)p + SF_BLOCK_SIZE - 1) & ~(uintptr_t)(SF_BLOCK_SIZE - 1));
-	(void)madvise(aligned, (size_t)CACHE_SLOTS * SF_BLOCK_SIZE, MADV_HUGEPAGE);
-	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-		lz->slots[i].block = -1;
-		lz->slots[i].buf = aligned + (size_t)i * SF_BLOCK_SIZE;
-	}
-	return 0;
-}
-
-static int open_uffd(void)
-{
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK), dev;
-
-	if (fd >= 0)
-		return fd;
-	/* Without the privilege for the syscall, /dev/userfaultfd may allow it. */
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	return ferr_sys(errno, "--lazy needs userfaultfd, which this process may not use "
-			"(see /proc/sys/vm/unprivileged_userfaultfd)");
-}
-
-/* Registers each run of blocks that the file holds data for. */
-static int register_ranges(struct sf_lazy *lz)
-{
-	const struct sf_file *f = lz->f;
-	struct uffdio_api api = { .api = UFFD_API };
-
-	if (ioctl(lz->uffd, UFFDIO_API, &api) < 0)
-		return ferr_sys(errno, "UFFDIO_API");
-	for (uint32_t b = 0; b < f->nblocks;) {
-		struct uffdio_register reg;
-		uint32_t e;
-
-		if (!f->block_pages[b]) {
-			b++;
-			continue;
-		}
-		for (e = b + 1; e < f->nblocks && f->block_pages[e]; e++)
-			;
-		reg = (struct uffdio_register){
-			.range = { .start = (uint64_t)(uintptr_t)(lz->hva + sf_block_gpa(b)),
-				   .len = (uint64_t)(e - b) * SF_BLOCK_SIZE },
-			.mode = UFFDIO_REGISTER_MODE_MISSING,
-		};
-		if (ioctl(lz->uffd, UFFDIO_REGISTER, &reg) < 0)
-			return ferr_sys(errno, "registering guest RAM with userfaultfd");
-		if (!(reg.ioctls & (1ull << _UFFDIO_COPY)))
-			return ferr(ENOTSUP, "userfaultfd cannot copy into guest RAM here");
-		b = e;
-	}
-	return 0;
-}
-
-int sf_lazy_start(struct sf_file *f, struct vm *vm, struct sf_lazy **out)
-{
-	struct sf_lazy *lz = calloc(1, sizeof(*lz));
-	int rc = 0;
-
-	if (!lz) {
-		sf_free(f);
-		return -ENOMEM;
-	}
-	lz->f = f;
-	lz->vm = vm;
-	lz->hva = vm->mem.hva;
-	lz->uffd = lz->stopfd = -1;
-	lz->t_start = now_ns();
-	lz->data_blocks = f->data_blocks;
-	pthread_mutex_init(&lz->lock, NULL);
-	pthread_cond_init(&lz->cond, NULL);
-	if (vm->mem.size != f->ram_size) {
-		rc = ferr(EINVAL, "guest RAM is %llu bytes, %s holds %llu",
-			  (unsigned long long)vm->mem.size, f->path, (unsigned long long)f->ram_size);
-		goto fail;
-	}
-	lz->present = calloc(DIV_ROUND_UP(vm->mem.npages, 64), sizeof(uint64_t));
-	lz->block_present = calloc(f->nblocks, sizeof(uint16_t));
-	rc = alloc_slots(lz);
-	if (rc || !lz->present || !lz->block_present) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	if (!f->data_blocks) {
-		/* Nothing to load: RAM is all zeros, which the memfd gives anyway. */
-		lz->complete = true;
-		lz->complete_ns = 1;
-		close(f->fd);
-		f->fd = -1;
-		*out = lz;
-		return 0;
-	}
-	lz->stopfd = eventfd(0, EFD_CLOEXEC);
-	if (lz->stopfd < 0) {
-		rc = ferr_sys(errno, "eventfd");
-		goto fail;
-	}
-	rc = open_uffd();
-	if (rc < 0)
-		goto fail;
-	lz->uffd = rc;
-	rc = register_ranges(lz);
-	if (rc)
-		goto fail;
-	rc = pthread_create(&lz->thread, NULL, loader_thread, lz);
-	if (rc) {
-		rc = ferr_sys(rc, "cannot start the lazy loader thread");
-		goto fail;
-	}
-	lz->thread_started = true;
-	*out = lz;
-	return 0;
-fail:
-	sf_lazy_free(lz);
-	return rc;
-}
-
-void sf_lazy_query(struct sf_lazy *lz, struct sf_lazy_stats *st)
-{
-	memset(st, 0, sizeof(*st));
-	pthread_mutex_lock(&lz->lock);
-	st->complete = lz->complete;
-	st->failed = lz->failed;
-	snprintf(st->error, sizeof(st->error), "%s", lz->error);
-	pthread_mutex_unlock(&lz->lock);
-	st->data_blocks = lz->data_blocks;
-	st->blocks_done = atomic_load(&lz->blocks_done);
-	st->faults = atomic_load(&lz->faults);
-	st->fault_max_ns = atomic_load(&lz->fault_max_ns);
-	st->first_fault_ns = atomic_load(&lz->first_fault_ns);
-	st->complete_ns = atomic_load(&lz->complete_ns);
-	st->bytes_read = atomic_load(&lz->bytes_read);
-}
-
-int sf_lazy_wait(struct sf_lazy *lz, const _Atomic bool *cancel)
-{
-	int rc = 0;
-
-	pthread_mutex_lock(&lz->lock);
-	while (!lz->complete && !lz->failed && !(cancel && atomic_load(cancel))) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&lz->cond, &lz->lock, &ts);
-	}
-	if (lz->failed)
-		rc = ferr(EIO, "%s", lz->error);
-	else if (!lz->complete)
-		rc = ferr(ECANCELED, "cancelled while waiting for the lazy restore to finish");
-	pthread_mutex_unlock(&lz->lock);
-	return rc;
-}
-
-void sf_lazy_free(struct sf_lazy *lz)
-{
-	uint64_t one = 1;
-
-	if (!lz)
-		return;
-	if (lz->thread_started) {
-		if (write(lz->stopfd, &one, sizeof(one)) != sizeof(one))
-			flog("lazy restore: cannot signal the loader thread");
-		pthread_join(lz->thread, NULL);
-	}
-	if (lz->uffd >= 0)
-		close(lz->uffd);
-	if (lz->stopfd >= 0)
-		close(lz->stopfd);
-	sf_free(lz->f);
-	if (lz->slab)
-		munmap(lz->slab, lz->slab_len);
-	free(lz->present);
-	free(lz->block_present);
-	pthread_mutex_destroy(&lz->lock);
-	pthread_cond_destroy(&lz->cond);
-	free(lz);
-}

@@ -43,12 +43,21 @@ struct sf_lazy_stats {
 };
 
 /*
- * Registers `vm`'s RAM for lazy loading from `f` (sf_load()ed) and starts
- * the loader thread.  Call before any vCPU runs.  The loader takes f over,
- * even on failure: it closes the file once all of RAM is in and frees f in
- * sf_lazy_free(); until then the caller may still read f's state.  -errno
- * with a message (e.g. no userfaultfd).
+ * Starts lazy loading from `f` (sf_load()ed) as early as possible: the
+ * loader thread reads and checks, while the caller creates the VM, the
+ * blocks the saved vCPUs will touch first.  The loader takes f over, even
+ * on failure: it closes the file once all of RAM is in and frees f in
+ * sf_lazy_free(); until then the caller may still read f's state.
  */
+int sf_lazy_prepare(struct sf_file *f, struct sf_lazy **out);
+/*
+ * Registers `vm`'s RAM (created with the file's size) with userfaultfd and
+ * lets the loader serve it: the first pages go in at once.  Call before any
+ * vCPU runs.  -errno with a message: no userfaultfd, or a first block that
+ * failed its checksum (the VM must then not run).
+ */
+int sf_lazy_attach(struct sf_lazy *lz, struct vm *vm);
+/* sf_lazy_prepare() then sf_lazy_attach(); frees everything on failure. */
 int sf_lazy_start(struct sf_file *f, struct vm *vm, struct sf_lazy **out);
 void sf_lazy_query(struct sf_lazy *lz, struct sf_lazy_stats *st);
 /*
