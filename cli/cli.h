@@ -11,6 +11,8 @@
 int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
+int cmd_save(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 /* Control commands of the synthetic devices (cli/vsp_commands.c). */
 struct runner;

@@ -30,6 +30,8 @@ static const char run_usage[] =
 	"                 [--disk PATH[,readonly]]... [--console-in FILE]\n"
 	"       ferry run --incoming tcp:ADDR:PORT [--mem SIZE] [--cpus N] [--control SOCKET]\n"
 	"                 [--console FILE] [--dirty-log BACKEND]\n"
+	"       ferry run --restore FILE [--lazy] [--paused] [--mem SIZE] [--cpus N]\n"
+	"                 [--control SOCKET] [--console FILE] [--dirty-log BACKEND]\n"
 	"\n"
 	"  --mem SIZE          guest RAM, e.g. 256M or 16G (default 256M)\n"
 	"  --cpus N            vCPUs, 1 to 64 (default 1)\n"
@@ -44,7 +46,11 @@ static const char run_usage[] =
 	"                      a migration's destination names the same shared disks)\n"
 	"  --console-in FILE   input for the guest's synthetic console (- for stdin)\n"
 	"  --incoming URI      wait for one live migration on URI, then run that VM;\n"
-	"                      --mem and --cpus, if given, must match the source\n";
+	"                      --mem and --cpus, if given, must match the source\n"
+	"  --restore FILE      run the VM saved in FILE by `ferry save`; --mem and --cpus,\n"
+	"                      if given, must match it\n"
+	"  --lazy              with --restore: run at once, load memory on first touch\n"
+	"  --paused            with --restore: stay paused until the control command resume\n";
 
 struct run_opts {
 	uint64_t mem;
@@ -56,6 +62,8 @@ struct run_opts {
 	const char *control;
 	const char *console;
 	const char *incoming;
+	const char *restore;
+	bool lazy, paused;
 	enum dlog_backend dirty_log;
 	struct vsp_config vsp;
 	const char *console_in;
@@ -86,6 +94,9 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 		{ "dirty-log", required_argument, NULL, 'D' },
 		{ "disk", required_argument, NULL, 'k' },
 		{ "console-in", required_argument, NULL, 'I' },
+		{ "restore", required_argument, NULL, 'R' },
+		{ "lazy", no_argument, NULL, 'L' },
+		{ "paused", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -149,6 +160,15 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 		case 'I':
 			o->console_in = optarg;
 			break;
+		case 'R':
+			o->restore = optarg;
+			break;
+		case 'L':
+			o->lazy = true;
+			break;
+		case 'P':
+			o->paused = true;
+			break;
 		case 'h':
 			fputs(run_usage, stdout);
 			exit(0);
@@ -165,6 +185,11 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 	if (o->incoming && (o->nargs || strcmp(o->guest, "hello") != 0))
 		return usage_error("run", "--incoming takes the guest from the source; "
 				   "--guest and --guest-arg do not apply");
+	if (o->restore && (o->incoming || o->nargs || strcmp(o->guest, "hello") != 0))
+		return usage_error("run", "--restore takes the VM from the file; --incoming, --guest "
+				   "and --guest-arg do not apply");
+	if ((o->lazy || o->paused) && !o->restore)
+		return usage_error("run", "--lazy and --paused go with --restore");
 	return 0;
 }
 
@@ -303,6 +328,8 @@ static int start_control(struct run_ctx *ctx, struct ctl_server **out)
 	if (!rc)
 		rc = vsp_commands_register(*out, &ctx->r);
 	if (!rc)
+		rc = save_commands_register(*out, &ctx->r);
+	if (!rc)
 		rc = ctl_server_listen(*out, ctx->o.control);
 	if (rc)
 		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
@@ -339,6 +366,18 @@ static int run_incoming(struct run_ctx *ctx, struct ctl_server **ctl, struct vm 
 	flog("incoming migration from %s complete: downtime %.2f ms, %.1f MiB in %.1f ms",
 	     st.source, st.downtime_ns / 1e6, st.bytes / 1048576.0, st.total_ns / 1e6);
 	return 0;
+}
+
+/* Loads a saved VM; returns 0 with the VM ready to start, else an exit status. */
+static int run_restore(struct run_ctx *ctx, struct ctl_server **ctl, struct vm **out)
+{
+	int rc = runner_restore(&ctx->r, ctx->o.restore, ctx->o.lazy, create_incoming_vm, ctx, out);
+
+	if (rc) {
+		fprintf(stderr, "ferry run: %s\n", ferr_msg(rc));
+		return EXIT_RUNTIME;
+	}
+	return start_control(ctx, ctl) ? EXIT_RUNTIME : 0;
 }
 
 /* After the VM left for a destination, let `ferry migrate` read the end. */
@@ -417,6 +456,10 @@ int cmd_run(int argc, char **argv)
 		status = run_incoming(ctx, &ctl, &vm);
 		if (status)
 			goto cleanup;
+	} else if (ctx->o.restore) {
+		status = run_restore(ctx, &ctl, &vm);
+		if (status)
+			goto cleanup;
 	} else {
 		status = boot_guest(ctx, &vm);
 		if (status)
@@ -432,8 +475,9 @@ int cmd_run(int argc, char **argv)
 		vm_end(vm, EXIT_RUNTIME, "%s", ferr_msg(-EIO));
 		fprintf(stderr, "ferry run: %s\n", ferr_msg(-EIO));
 	}
-	if (!ctx->o.incoming)
+	if (!ctx->o.incoming && !ctx->o.paused)
 		vm_start(vm);
+	runner_restore_started(&ctx->r, !ctx->o.paused);
 	status = vm_wait_end(vm, msg, sizeof(msg));
 	if (status != 0)
 		fprintf(stderr, "ferry: %s\n", msg);
@@ -443,6 +487,7 @@ cleanup:
 	ctl_server_destroy(ctl);
 	if (ctx->r.mig)
 		mig_out_free(ctx->r.mig);
+	runner_save_cleanup(&ctx->r);
 	pthread_mutex_lock(&ctx->r.lock);
 	ctx->r.vm = NULL;
 	pthread_mutex_unlock(&ctx->r.lock);

@@ -10,6 +10,8 @@ static const char usage[] =
 	"  run       run a guest program in a new VM\n"
 	"  ctl       send one command to a running ferry's control socket\n"
 	"  migrate   live-migrate a running VM to another ferry\n"
+	"  save      save a running VM to a file (ferry run --restore runs it again)\n"
+	"  inspect   show what a save file holds and check it\n"
 	"\n"
 	"`ferry COMMAND --help` describes each command; docs/cli.md has them all.\n";
 
@@ -25,6 +27,10 @@ int main(int argc, char **argv)
 		return cmd_ctl(argc - 1, argv + 1);
 	if (strcmp(argv[1], "migrate") == 0)
 		return cmd_migrate(argc - 1, argv + 1);
+	if (strcmp(argv[1], "save") == 0)
+		return cmd_save(argc - 1, argv + 1);
+	if (strcmp(argv[1], "inspect") == 0)
+		return cmd_inspect(argc - 1, argv + 1);
 	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0) {
 		fputs(usage, stdout);
