@@ -1,0 +1,301 @@
+/*
+ * The save-file reader against damaged files: truncation at every kind of
+ * place, a bit flipped in each part of the file, other format versions,
+ * foreign files and extra bytes.  Each is rejected with its own message
+ * (checked by substring), never a crash, and a damaged RAM block is caught
+ * by the eager load before anything runs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migrate/stream.h"
+#include "test_savefile.h"
+
+struct layout {
+	uint64_t sec[16];        /* offsets of the sections, in file order */
+	unsigned nsec;
+	uint64_t map_end, ram_off, ram_size, end_off, size;
+	uint32_t data_block, zero_block;
+};
+
+static const char *const idle_args[] = { "wss=4M", NULL };
+
+static void learn_layout(const char *path, struct layout *l)
+{
+	int rc;
+	struct sf_file *f = tsf_open(path, &rc);
+
+	cr_assert_eq(rc, 0, "the pristine file does not load: %s", ferr_msg(rc));
+	memset(l, 0, sizeof(*l));
+	cr_assert_eq(f->nsec, 6, "expected VMDESC, VM_STATE, VCPU_STATE, DEVICE, RAM_MAP, END");
+	for (unsigned i = 0; i < f->nsec; i++)
+		l->sec[i] = f->sec[i].offset;
+	l->nsec = f->nsec;
+	l->map_end = f->sec[4].offset + MIG_SECTION_HDR_SIZE + f->sec[4].s.length;
+	l->ram_off = f->ram_off;
+	l->ram_size = f->ram_size;
+	l->end_off = f->ram_off + f->ram_size;
+	l->size = f->file_size;
+	l->data_block = l->zero_block = UINT32_MAX;
+	for (uint32_t b = 0; b < f->nblocks; b++) {
+		if (f->block_pages[b] && l->data_block == UINT32_MAX)
+			l->data_block = b;
+		if (!f->block_pages[b])
+			l->zero_block = b;
+	}
+	cr_assert(l->data_block != UINT32_MAX && l->zero_block != UINT32_MAX);
+	cr_assert(l->map_end < l->ram_off, "no padding before the RAM area to test");
+	sf_free(f);
+}
+
+static void expect_error(const char *path, const char *what, const char *want)
+{
+	int rc;
+	struct sf_file *f = tsf_open(path, &rc);
+
+	cr_assert_neq(rc, 0, "%s: the file loaded", what);
+	cr_assert(strstr(ferr_msg(rc), want), "%s: message '%s' lacks '%s'", what, ferr_msg(rc),
+		  want);
+	sf_free(f);
+}
+
+/* A fresh copy of the pristine file to damage. */
+static const char *victim(const struct tsf *t)
+{
+	static char path[160];
+
+	snprintf(path, sizeof(path), "%s/victim.save", t->dir);
+	tsf_copy(t->path, path);
+	return path;
+}
+
+/* Rewrites a section header's field (at byte `field`) and its checksum. */
+static void set_header_field(const char *path, uint64_t hdr_off, unsigned field, uint32_t v)
+{
+	uint8_t hdr[MIG_SECTION_HDR_SIZE];
+
+	tsf_read(path, hdr_off, hdr, sizeof(hdr));
+	put_le32(hdr + field, v);
+	put_le32(hdr + 28, mig_csum32(hdr, 28));
+	tsf_write(path, hdr_off, hdr, sizeof(hdr));
+}
+
+Test(savefile, pristine_file_loads_and_every_block_checks)
+{
+	struct tsf t;
+	struct sf_file *f;
+	uint8_t *buf = malloc(SF_BLOCK_SIZE);
+	int rc;
+
+	tsf_make(&t, 2, "idle", idle_args, 50);
+	f = tsf_open(t.path, &rc);
+	cr_assert_eq(rc, 0, "%s", ferr_msg(rc));
+	cr_assert_eq(f->desc.ncpus, 2);
+	cr_assert_eq(f->desc.mem_size, TSF_MEM);
+	cr_assert_str_eq(f->desc.guest_name, "idle");
+	cr_assert_eq(f->ndev, 1);
+	cr_assert_str_eq(f->dev[0].name, TSF_DEV_NAME);
+	cr_assert_eq(f->dev[0].len, strlen(TSF_DEV_STATE));
+	cr_assert_eq(f->ram_off % SF_RAM_ALIGN, 0);
+	cr_assert_eq(f->nblocks, TSF_MEM / SF_BLOCK_SIZE);
+	for (uint32_t b = 0; b < f->nblocks; b++)
+		cr_assert_eq(sf_read_block(f, b, buf), 0, "block %u: %s", b, ferr_msg(-1));
+	/* The untouched part of RAM costs nothing: far fewer pages than RAM. */
+	cr_assert_lt(f->stored_pages * GMEM_PAGE_SIZE, TSF_MEM / 4);
+	sf_free(f);
+	free(buf);
+	tsf_cleanup(&t);
+}
+
+Test(savefile, truncation_anywhere_is_named)
+{
+	struct tsf t;
+	struct layout l;
+	const struct { const char *what; int which; uint64_t add; const char *want; } cuts[] = {
+		{ "empty file", -1, 0, "less than the 16-byte preamble" },
+		{ "inside the preamble", -1, 10, "less than the 16-byte preamble" },
+		{ "right after the preamble", -1, 16, "before its RAM map" },
+		{ "inside the first section header", 0, 10, "inside the section header at byte 16" },
+		{ "inside VMDESC", 0, 100, "inside the VMDESC section at byte 16" },
+		{ "inside a VCPU_STATE", 2, 500, "inside the VCPU_STATE section" },
+		{ "inside the RAM map", 4, 40, "inside the RAM_MAP section" },
+		{ "inside the RAM area", 6, 1 << 20, "inside the RAM area" },
+		{ "where END starts", 7, 0, "where its END section should start" },
+		{ "inside END's header", 7, 20, "inside the section header at byte" },
+		{ "inside END's payload", 7, 40, "inside the END section" },
+	};
+
+	tsf_make(&t, 1, "idle", idle_args, 50);
+	learn_layout(t.path, &l);
+	for (unsigned i = 0; i < ARRAY_SIZE(cuts); i++) {
+		const char *v = victim(&t);
+		uint64_t at = cuts[i].which < 0 ? 0 : cuts[i].which == 6 ? l.ram_off :
+			      cuts[i].which == 7 ? l.end_off : l.sec[cuts[i].which];
+
+		tsf_truncate(v, at + cuts[i].add);
+		expect_error(v, cuts[i].what, cuts[i].want);
+		expect_error(v, cuts[i].what, "truncated");
+	}
+	tsf_cleanup(&t);
+}
+
+Test(savefile, a_flipped_bit_in_each_part_is_named)
+{
+	struct tsf t;
+	struct layout l;
+	char want[6][96];
+	struct { const char *what; uint64_t off; uint8_t mask; const char *want; } flips[] = {
+		{ "magic", 0, 0x01, "is not a ferry save file" },
+		{ "format flags", 12, 0x01, "is a ferry migration stream, not a save file" },
+		{ "unknown flag", 13, 0x01, "uses format flags 0x100" },
+		{ "VMDESC header", 0, 0x10, "the section header at byte 16 fails its checksum" },
+		{ "VMDESC payload", 0, 0x04, want[0] },
+		{ "VM_STATE payload", 0, 0x04, want[1] },
+		{ "VCPU_STATE payload", 0, 0x80, want[2] },
+		{ "DEVICE payload", 0, 0x02, want[3] },
+		{ "RAM_MAP payload", 0, 0x01, want[4] },
+		{ "padding", 0, 0x01, "in the padding before the RAM area" },
+		{ "END header", 0, 0x01, want[5] },
+		{ "END payload", 0, 0x01, "the END section at byte" },
+	};
+
+	tsf_make(&t, 1, "idle", idle_args, 50);
+	learn_layout(t.path, &l);
+	flips[3].off = l.sec[0] + 4;
+	for (unsigned s = 0; s < 5; s++) {
+		flips[4 + s].off = l.sec[s] + MIG_SECTION_HDR_SIZE + 9;
+		snprintf(want[s], sizeof(want[s]), "section at byte %llu fails its checksum",
+			 (unsigned long long)l.sec[s]);
+	}
+	flips[9].off = l.map_end + 7;
+	flips[10].off = l.end_off + 2;
+	snprintf(want[5], sizeof(want[5]), "the section header at byte %llu fails its checksum",
+		 (unsigned long long)l.end_off);
+	flips[11].off = l.end_off + MIG_SECTION_HDR_SIZE + 3;
+	for (unsigned i = 0; i < ARRAY_SIZE(flips); i++) {
+		const char *v = victim(&t);
+
+		tsf_flip(v, flips[i].off, flips[i].mask);
+		expect_error(v, flips[i].what, flips[i].want);
+	}
+	tsf_cleanup(&t);
+}
+
+/* RAM is checked block by block: sf_load passes, the RAM load does not. */
+static void expect_ram_error(const char *path, uint32_t block)
+{
+	struct vm *vm = tvm_create(1, TSF_MEM);
+	char want[64];
+	int rc;
+	struct sf_file *f = tsf_open(path, &rc);
+
+	cr_assert_eq(rc, 0, "a RAM flip must not fail the header checks: %s", ferr_msg(rc));
+	tsf_add_device(vm, 1);
+	cr_assert_eq(sf_check_vm(f, vm), 0, "%s", ferr_msg(-1));
+	rc = sf_load_ram(f, &vm->mem, 2);
+	snprintf(want, sizeof(want), "RAM block %u (guest-physical", block);
+	cr_assert_eq(rc, -EBADMSG, "the eager load took a damaged block");
+	cr_assert(strstr(ferr_msg(rc), want), "'%s' lacks '%s'", ferr_msg(rc), want);
+	cr_assert(strstr(ferr_msg(rc), "fails its checksum"), "%s", ferr_msg(rc));
+	sf_free(f);
+	vm_destroy(vm);
+}
+
+Test(savefile, a_flipped_bit_in_ram_is_caught_before_the_vm_runs)
+{
+	struct tsf t;
+	struct layout l;
+	const char *v;
+	uint8_t one = 1;
+
+	tsf_make(&t, 1, "idle", idle_args, 50);
+	learn_layout(t.path, &l);
+	/* In a stored page of a block that holds data. */
+	v = victim(&t);
+	tsf_flip(v, l.ram_off + sf_block_gpa(l.data_block) + 12345, 0x20);
+	expect_ram_error(v, l.data_block);
+	/* Data where the map says the block is all zero (a hole in the file). */
+	v = victim(&t);
+	tsf_write(v, l.ram_off + sf_block_gpa(l.zero_block) + 777, &one, 1);
+	expect_ram_error(v, l.zero_block);
+	tsf_cleanup(&t);
+}
+
+Test(savefile, other_versions_are_refused_by_name)
+{
+	struct tsf t;
+	struct layout l;
+	const char *v;
+	uint8_t two[4];
+	char want[128];
+
+	tsf_make(&t, 1, "idle", idle_args, 50);
+	learn_layout(t.path, &l);
+	put_le32(two, 2);
+	v = victim(&t);
+	tsf_write(v, 8, two, 4);
+	expect_error(v, "future file", "is format version 2, written by a newer ferry; this ferry "
+		     "reads version 1");
+	v = victim(&t);
+	set_header_field(v, l.sec[4], 8, 2);
+	snprintf(want, sizeof(want), "the RAM_MAP section at byte %llu is version 2; this ferry "
+		 "reads version 1", (unsigned long long)l.sec[4]);
+	expect_error(v, "future RAM map", want);
+	v = victim(&t);
+	set_header_field(v, l.sec[0], 8, 7);
+	expect_error(v, "future VMDESC", "the VMDESC section at byte 16 is version 7");
+	v = victim(&t);
+	set_header_field(v, l.end_off, 8, 3);
+	expect_error(v, "future END", "the END section at byte");
+	tsf_cleanup(&t);
+}
+
+Test(savefile, foreign_and_malformed_files_are_refused)
+{
+	static const char text[] = "#!/bin/sh\necho this is not a save file\n";
+	struct tsf t;
+	struct layout l;
+	char path[160], want[128];
+	const char *v;
+	struct sf_file *f;
+	int fd, rc;
+
+	tsf_make(&t, 1, "idle", idle_args, 50);
+	learn_layout(t.path, &l);
+	snprintf(path, sizeof(path), "%s/foreign", t.dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd >= 0 && write(fd, text, sizeof(text)) == (ssize_t)sizeof(text));
+	close(fd);
+	expect_error(path, "a shell script", "is not a ferry save file");
+	expect_error(t.dir, "a directory", "is not a regular file");
+	snprintf(path, sizeof(path), "%s/missing", t.dir);
+	expect_error(path, "a missing file", "cannot open");
+	/* Bytes after END. */
+	v = victim(&t);
+	tsf_write(v, l.size, "extra", 5);
+	expect_error(v, "trailing bytes", "(5 bytes follow END)");
+	/* A section type this ferry does not know, not marked optional. */
+	v = victim(&t);
+	set_header_field(v, l.sec[3], 0, 99);
+	snprintf(want, sizeof(want), "unexpected unknown section (type 99) at byte %llu",
+		 (unsigned long long)l.sec[3]);
+	expect_error(v, "unknown section", want);
+	/* The same section marked optional is skipped. */
+	set_header_field(v, l.sec[3], 12, MIG_SECF_OPTIONAL);
+	f = tsf_open(v, &rc);
+	cr_assert_eq(rc, 0, "an optional unknown section must be skipped: %s", ferr_msg(rc));
+	cr_assert_eq(f->ndev, 0);
+	sf_free(f);
+	/* Sections out of order: VM_STATE where a VCPU_STATE belongs. */
+	v = victim(&t);
+	set_header_field(v, l.sec[2], 0, MIG_SEC_VM_STATE);
+	expect_error(v, "a repeated VM_STATE", "unexpected VM_STATE section");
+	/* A vCPU section for the wrong vCPU. */
+	v = victim(&t);
+	set_header_field(v, l.sec[2], 4, 5);
+	expect_error(v, "VCPU_STATE for vCPU 5", "VCPU_STATE for vCPU 5 at byte");
+	tsf_cleanup(&t);
+}
