@@ -74,17 +74,22 @@ test_cancel_during_stop_copy() {
 	source_survives cancelled
 }
 
-test_cancel_while_completing() {
+# Brings a migration to "completing" with a stopped destination: the final
+# 2 MiB fit in the socket buffers, but a stopped destination never says
+# LOADED, so the source waits there.
+stuck_in_completing() {
 	start_dest dst
 	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2 \
 		--guest-arg report_ms=100
 	wait_guest_progress "$T/src.sock" pass 1    # all 2 MiB written: 2 s to send
 	migrate_in_background --max-bandwidth 1M --downtime-ms 60000
 	wait_mig_state "$T/src.sock" stop-copy
-	# Everything fits in the socket buffers; a stopped destination never
-	# says LOADED, so the source waits in "completing".
 	kill -STOP "$(cat "$T/dst.pid")"
 	wait_mig_state "$T/src.sock" completing
+}
+
+test_cancel_while_completing() {
+	stuck_in_completing
 	ctl "$T/src.sock" migrate-cancel >/dev/null
 	expect_mig_status 1
 	kill -CONT "$(cat "$T/dst.pid")"
@@ -107,14 +112,7 @@ test_destination_killed_mid_migration() {
 }
 
 test_destination_killed_mid_switchover() {
-	start_dest dst
-	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2 \
-		--guest-arg report_ms=100
-	wait_guest_progress "$T/src.sock" pass 1    # all 2 MiB written: 2 s to send
-	migrate_in_background --max-bandwidth 1M --downtime-ms 60000
-	wait_mig_state "$T/src.sock" stop-copy
-	kill -STOP "$(cat "$T/dst.pid")"
-	wait_mig_state "$T/src.sock" completing
+	stuck_in_completing
 	kill -9 "$(cat "$T/dst.pid")"
 	expect_mig_status 1
 	wait_exit dst
