@@ -1,6 +1,6 @@
 # The synthetic devices (vsp/): the console both ways, the disk program's
-# own block-by-block verification, the heartbeat across a pause, and a live
-# migration in the middle of disk I/O on a shared disk.
+# own block-by-block verification, the heartbeat across a pause, and live
+# and quick migration in the middle of disk I/O on a shared disk.
 
 # mkdisk NAME MiB: a zero-filled disk image in $T.
 mkdisk() {
@@ -130,4 +130,40 @@ test_migration_needs_the_same_disks() {
 		expect_exit dst 1
 		guest_verifies src 1
 	done
+}
+
+test_quick_migration_in_the_middle_of_disk() {
+	local mode
+	mkdisk disk.img 32
+	for mode in "" --lazy; do
+		start_src src --guest disk --disk "$T/disk.img" --mem 128M --guest-arg size=8M
+		for i in $(seq 1 100); do
+			[ "$(vsp "$T/src.sock" 'select(.type == "storage") | .writes')" -gt 3000 ] && break
+			sleep 0.05
+		done
+		expect_status 0 ferry save "$T/src.sock" "$T/vm.save"
+		ctl "$T/src.sock" quit >/dev/null
+		expect_exit src 0
+		# shellcheck disable=SC2086
+		start_ferry dst run --restore "$T/vm.save" --disk "$T/disk.img" --control "$T/dst.sock" $mode
+		wait_socket "$T/dst.sock"
+		w1=$(vsp "$T/dst.sock" 'select(.type == "storage") | .writes + .reads')
+		for i in $(seq 1 100); do
+			w2=$(vsp "$T/dst.sock" 'select(.type == "storage") | .writes + .reads')
+			[ "$w2" -gt $((w1 + 2000)) ] && break
+			sleep 0.05
+		done
+		[ "$w2" -gt $((w1 + 2000)) ] || fail "no disk I/O after the restore ($w1 -> $w2)"
+		vsp "$T/dst.sock" 'select(.type == "storage") | .state == "open" and .errors == 0' >/dev/null
+		guest_verifies dst 1
+		rm -f "$T/vm.save"
+	done
+	# A restore without the disk is refused, naming it.
+	start_src src --guest disk --disk "$T/disk.img" --guest-arg size=4M
+	sleep 0.3
+	expect_status 0 ferry save "$T/src.sock" "$T/vm.save"
+	ctl "$T/src.sock" quit >/dev/null
+	expect_exit src 0
+	expect_status 1 ferry run --restore "$T/vm.save"
+	expect_output 'vmbus: the source offers 3 channels, this VM 2|vsp-storage0'
 }
