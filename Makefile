@@ -35,6 +35,8 @@ GUEST_PROGS := $(basename $(notdir $(wildcard guest/progs/*.c)))
 GUEST_RT := $(BUILD)/guest/rt/start.o $(BUILD)/guest/rt/lib.o $(BUILD)/guest/rt/fmt.o \
             $(BUILD)/guest/rt/vmbus.o $(BUILD)/guest/rt/vsc.o
 GUEST_IMGS := $(GUEST_PROGS:%=$(BUILD)/guest/%.elf)
+# The boot-sector guest of `ferry bench --qemu` (guest/qemu/bootsect.S).
+QEMU_GUEST := $(BUILD)/guest/qemu/bootsect.bin
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEPS_STAMP := build/.deps-installed
@@ -44,8 +46,8 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all deps check test asan-test demo clean
-all: $(BUILD)/ferry $(GUEST_IMGS) $(BENCHES)
+.PHONY: all deps check test asan-test demo clean bench
+all: $(BUILD)/ferry $(GUEST_IMGS) $(BENCHES) $(QEMU_GUEST)
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): scripts/deps.sh
@@ -80,6 +82,12 @@ $(BUILD)/guest/%.elf: $(BUILD)/guest/progs/%.o $(GUEST_RT) guest/rt/guest.ld
 	@echo "  GUESTLD $@"
 	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $< $(GUEST_RT)
 
+$(QEMU_GUEST): guest/qemu/bootsect.S
+	@mkdir -p $(dir $@)
+	@echo "  GUESTAS $<"
+	$(Q)$(CC) -c $< -o $(@:.bin=.o)
+	$(Q)ld -m elf_x86_64 -Ttext=0x7c00 --oformat=binary -e _start -o $@ $(@:.bin=.o)
+
 $(BUILD)/unit-tests: $(UNIT_OBJS) $(BUILD)/libferry.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
@@ -107,6 +115,12 @@ test: deps
 
 asan-test: deps
 	$(MAKE) BUILD=build-asan SAN=1 check
+
+# The live-migration benchmark, --quick (docs/benchmarks.md); under the
+# machine's benchmark lock so that no test run shares the cores with it.
+bench: deps
+	$(MAKE) all
+	flock -x /tmp/ferry-cpu.lock $(BUILD)/ferry bench --quick --out $(BUILD)/bench-results
 
 demo: deps
 	$(MAKE) all

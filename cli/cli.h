@@ -13,6 +13,7 @@ int cmd_ctl(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_save(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* Control commands of the synthetic devices (cli/vsp_commands.c). */
 struct runner;

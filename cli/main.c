@@ -12,6 +12,7 @@ static const char usage[] =
 	"  migrate   live-migrate a running VM to another ferry\n"
 	"  save      save a running VM to a file (ferry run --restore runs it again)\n"
 	"  inspect   show what a save file holds and check it\n"
+	"  bench     benchmark live migration (downtime, total time; --qemu side by side)\n"
 	"\n"
 	"`ferry COMMAND --help` describes each command; docs/cli.md has them all.\n";
 
@@ -31,6 +32,8 @@ int main(int argc, char **argv)
 		return cmd_save(argc - 1, argv + 1);
 	if (strcmp(argv[1], "inspect") == 0)
 		return cmd_inspect(argc - 1, argv + 1);
+	if (strcmp(argv[1], "bench") == 0)
+		return cmd_bench(argc - 1, argv + 1);
 	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0) {
 		fputs(usage, stdout);
