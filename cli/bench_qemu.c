@@ -84,7 +84,7 @@ static unsigned qemu_wss_mib(const struct bench_cfg *c)
 
 	if (c->workload == BW_IDLE)
 		return 4;
-	return (unsigned)MIN(bench_wss(c) >> 20, (uint64_t)low - 32);
+	return (unsigned)MIN(bench_wss(c) >> 20, (uint64_t)low - 16);
 }
 
 static int write_image(const struct bench_env *env, const struct bench_cfg *c, const char *path)

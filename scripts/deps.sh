@@ -7,7 +7,8 @@ set -eu
 PKGS="gcc make libc6-dev pkg-config
 libjansson-dev libzstd-dev libssl-dev libxxhash-dev liburing-dev
 libibverbs-dev librdmacm-dev libcriterion-dev
-iproute2 procps util-linux jq fio iperf3"
+iproute2 procps util-linux jq fio iperf3
+gnuplot-nox qemu-system-x86"
 
 missing=""
 for p in $PKGS; do
