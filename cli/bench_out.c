@@ -143,7 +143,7 @@ int bench_write_json(const char *path, const struct bench_meta *m, const struct 
 		for (unsigned k = 0; k < BM_COUNT; k++)
 			json_object_set_new(o, bench_metrics[k].key, jnum(r[i].v[k]));
 		if (r[i].iterations)
-			json_object_set(o, "iterations", r[i].iterations);
+			json_object_set(o, "timeline", r[i].iterations);
 		json_array_append_new(runs, o);
 	}
 	json_object_set_new(root, "configs", cs);

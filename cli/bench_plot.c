@@ -158,7 +158,7 @@ static int timeline_data(const char *dir, const struct bench_cfg *cfgs,
 		"set output 'timeline.png'\n"
 		"set title \"One migration: %s, run %u (downtime %.2f ms, total %.1f ms)\"\n"
 		"set xlabel 'iteration'\nset ylabel 'pages'\nset logscale y\nunset logscale x\n"
-		"set xtics 1\nset style fill solid 0.5\nset boxwidth 0.4\n"
+		"set xtics 1\nset key inside right top\nset style fill solid 0.5\nset boxwidth 0.4\n"
 		"plot 'timeline.dat' using ($1-0.2):5 with boxes title 'pages sent', \\\n"
 		"     'timeline.dat' using ($1+0.2):4 with boxes title 'dirty pages left "
 		"(collected at the start)', \\\n"

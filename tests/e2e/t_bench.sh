@@ -34,7 +34,7 @@ test_bench_tiny_matrix_writes_sane_results() {
 		and .configs[2].ferry.failed == 0 and .configs[2].ferry.metrics.downtime_ms.n == 2
 		and .configs[2].ferry.metrics.downtime_ms.median <= .configs[2].ferry.metrics.downtime_ms.max' \
 		<"$out/results.json" >/dev/null || fail "summary: $(jq -c '.configs[2]' "$out/results.json")"
-	json '.runs[] | select(.iterations | length > 0) | .iterations[0].pages_sent > 0' \
+	json '[.runs[] | .timeline[0].pages_sent > 0 and .timeline[-1].iteration == .iterations] | all' \
 		<"$out/results.json" >/dev/null || fail "no timeline"
 	grep -q "^| 64M increment 1cpu 1ch auto 10ms | 2/2 |" "$out/results.md" || fail "markdown table"
 	grep -q "downtime.dat' index 0" "$out/plots.gp" || fail "plot script"

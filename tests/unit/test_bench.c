@@ -207,7 +207,7 @@ Test(bench, csv_json_and_markdown_hold_every_run)
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(runs, 1), "error")),
 			 "migration failed: \"boom\", twice");
 	cr_assert(json_is_null(json_object_get(json_array_get(runs, 0), "guest_stall_ms")));
-	cr_assert_eq(json_array_size(json_object_get(json_array_get(runs, 0), "iterations")), 1);
+	cr_assert_eq(json_array_size(json_object_get(json_array_get(runs, 0), "timeline")), 1);
 	{
 		json_t *c0 = json_array_get(json_object_get(root, "configs"), 0);
 		json_t *f = json_object_get(c0, "ferry");
