@@ -27,6 +27,7 @@ struct bench_cfg {
 	enum bench_workload workload;
 	unsigned rate_mbs;       /* random's rate in MB/s (10^6); 0 = unlimited */
 	unsigned vcpus, channels, downtime_ms;
+	unsigned wss_mib;        /* working set; 0 = the workload's default */
 	bool compress_none;      /* else auto */
 };
 
@@ -43,6 +44,7 @@ enum bench_metric {
 	BM_DIRTY_DURING,  /* MB/s it dirtied during the migration */
 	BM_LOG_RATE,      /* MB/s of distinct pages the dirty log saw, last iteration */
 	BM_STALL_BEFORE,  /* ms: the guest's longest gap before the migration */
+	BM_FIRST_PASS,    /* MB/s on the wire during the first iteration */
 	BM_SRC_CPU,       /* CPU seconds of the source, without vCPU threads */
 	BM_DST_CPU,       /* same, destination */
 	BM_SRC_RSS,       /* MiB, peak RSS of the source process */
@@ -81,8 +83,8 @@ const char *bench_cfg_label(const struct bench_cfg *c, char *buf, size_t len);
 const char *bench_workload_name(const struct bench_cfg *c, char *buf, size_t len);
 /*
  * One configuration from "mem=1G,workload=random,rate=200,cpus=2,channels=2,
- * compress=none,downtime=5" (any subset; the rest as in the baseline: 1G
- * increment, 1 vCPU, 1 channel, auto, 10 ms).  0, or -EINVAL with a message.
+ * compress=none,downtime=5,wss=512M" (any subset; the rest as in the
+ * baseline: 1G increment, 1 vCPU, 1 channel, auto, 10 ms, default wss).  0, or -EINVAL with a message.
  */
 int bench_parse_cfg(const char *spec, struct bench_cfg *c);
 /* Estimated seconds for one ferry run of c on this machine. */

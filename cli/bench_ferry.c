@@ -194,6 +194,9 @@ static void build_src_argv(const struct bench_env *env, const struct bench_cfg *
 {
 	unsigned n = 0;
 
+	if (c->wss_mib)
+		snprintf(bufs[3], 64, "wss=%uM", c->wss_mib);
+
 	argv[n++] = (char *)env->self;
 	argv[n++] = "run";
 	argv[n++] = "--guest";
@@ -216,6 +219,10 @@ static void build_src_argv(const struct bench_env *env, const struct bench_cfg *
 			argv[n++] = "--guest-arg";
 			argv[n++] = bufs[2];
 		}
+	}
+	if (c->wss_mib) {
+		argv[n++] = "--guest-arg";
+		argv[n++] = bufs[3];
 	}
 	argv[n] = NULL;
 }
@@ -272,6 +279,7 @@ static void take_figures(json_t *st, struct bench_result *r)
 	r->v[BM_ITERATIONS] = num(st, "iteration");
 	r->v[BM_THROUGHPUT] = num(st, "throughput_bps") / 1e6;
 	r->v[BM_LOG_RATE] = num(st, "dirty_rate_pps") * 4096 / 1e6;
+	r->v[BM_FIRST_PASS] = num(st, "first_pass_bps") / 1e6;
 	r->iterations = json_incref(json_object_get(st, "iterations"));
 }
 

@@ -143,11 +143,18 @@ const char *bench_cfg_label(const struct bench_cfg *c, char *buf, size_t len)
 		snprintf(mem, sizeof(mem), "%uM", c->mem_mib);
 	snprintf(buf, len, "%s %s %ucpu %uch %s %ums", mem, bench_workload_name(c, w, sizeof(w)),
 		 c->vcpus, c->channels, c->compress_none ? "none" : "auto", c->downtime_ms);
+	if (c->wss_mib) {
+		size_t l = strlen(buf);
+
+		snprintf(buf + l, len - l, " wss %uM", c->wss_mib);
+	}
 	return buf;
 }
 
 uint64_t bench_wss(const struct bench_cfg *c)
 {
+	if (c->wss_mib)
+		return (uint64_t)c->wss_mib << 20;
 	/* idle fills a little memory, like a booted but quiet guest; dirty
 	 * takes its default, all of the data area above 16 MiB. */
 	if (c->workload == BW_IDLE)
@@ -186,6 +193,10 @@ static int parse_field(const char *k, const char *v, struct bench_cfg *c)
 		if (parse_size(v, &n) < 0 || n % (2ull << 20) || n < (64ull << 20) || n > (64ull << 30))
 			return ferr(EINVAL, "mem=%s must be 64M to 64G, a multiple of 2M", v);
 		c->mem_mib = (unsigned)(n >> 20);
+	} else if (strcmp(k, "wss") == 0) {
+		if (parse_size(v, &n) < 0 || n % (1ull << 20) || n == 0 || n > (64ull << 30))
+			return ferr(EINVAL, "wss=%s must be whole MiB, at least 1M", v);
+		c->wss_mib = (unsigned)(n >> 20);
 	} else if (strcmp(k, "workload") == 0) {
 		if (strcmp(v, "idle") == 0)
 			c->workload = BW_IDLE;
@@ -212,7 +223,7 @@ static int parse_field(const char *k, const char *v, struct bench_cfg *c)
 			;
 		if (i == ARRAY_SIZE(nums))
 			return ferr(EINVAL, "unknown key '%s' (mem, workload, rate, cpus, channels, "
-				    "compress, downtime)", k);
+				    "compress, downtime, wss)", k);
 		if (parse_u64(v, &n) < 0 || n > nums[i].max || (n == 0 && i > 0))
 			return ferr(EINVAL, "%s=%s must be %u to %u", k, v, i > 0, nums[i].max);
 		*(unsigned *)((char *)c + nums[i].off) = (unsigned)n;
@@ -240,5 +251,8 @@ int bench_parse_cfg(const char *spec, struct bench_cfg *c)
 	}
 	if (c->workload != BW_RANDOM && c->rate_mbs)
 		return ferr(EINVAL, "rate applies to workload=random only");
+	if (c->wss_mib && (uint64_t)c->wss_mib + 16 > c->mem_mib)
+		return ferr(EINVAL, "wss=%uM does not fit above the first 16 MiB of mem=%uM",
+			    c->wss_mib, c->mem_mib);
 	return 0;
 }

@@ -52,17 +52,18 @@ int bench_write_csv(const char *path, const struct bench_cfg *cfgs,
 	if (!f)
 		return ferr_sys(errno, "cannot create %s", path);
 	fputs("engine,config,mem_mib,workload,rate_mbps,vcpus,channels,compress,"
-	      "downtime_target_ms,rep,ok,error", f);
+	      "downtime_target_ms,wss_mib,rep,ok,error", f);
 	for (unsigned m = 0; m < BM_COUNT; m++)
 		fprintf(f, ",%s", bench_metrics[m].key);
 	fputc('\n', f);
 	for (unsigned i = 0; i < nr; i++) {
 		const struct bench_cfg *c = &cfgs[r[i].cfg];
 
-		fprintf(f, "%s,%s,%u,%s,%u,%u,%u,%s,%u,%u,%d,%s", engine_name(r[i].engine),
+		fprintf(f, "%s,%s,%u,%s,%u,%u,%u,%s,%u,%u,%u,%d,%s", engine_name(r[i].engine),
 			bench_cfg_label(c, label, sizeof(label)), c->mem_mib,
 			bench_workload_name(c, w, sizeof(w)), c->rate_mbs, c->vcpus, c->channels,
-			c->compress_none ? "none" : "auto", c->downtime_ms, r[i].rep, r[i].ok,
+			c->compress_none ? "none" : "auto", c->downtime_ms,
+			(unsigned)(bench_wss(c) >> 20), r[i].rep, r[i].ok,
 			bench_csv_field(r[i].ok ? "" : r[i].error, err, sizeof(err)));
 		for (unsigned m = 0; m < BM_COUNT; m++) {
 			if (isfinite(r[i].v[m]))
@@ -107,12 +108,13 @@ static json_t *cfg_json(const struct bench_cfg *c)
 {
 	char label[96], w[32];
 
-	return json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:s, s:i}",
+	return json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:s, s:i, s:i}",
 			 "label", bench_cfg_label(c, label, sizeof(label)), "mem_mib", (int)c->mem_mib,
 			 "workload", bench_workload_name(c, w, sizeof(w)), "rate_mbps", (int)c->rate_mbs,
 			 "vcpus", (int)c->vcpus, "channels", (int)c->channels,
 			 "compress", c->compress_none ? "none" : "auto",
-			 "downtime_target_ms", (int)c->downtime_ms);
+			 "downtime_target_ms", (int)c->downtime_ms,
+			 "wss_mib", (int)(bench_wss(c) >> 20));
 }
 
 int bench_write_json(const char *path, const struct bench_meta *m, const struct bench_cfg *cfgs,

@@ -46,6 +46,11 @@ static const char *series_key(const struct bench_cfg *c, enum bench_engine e, ch
 		snprintf(mem, sizeof(mem), "%uM", c->mem_mib);
 	snprintf(buf, len, "%s%s %ucpu %uch %s %ums", e == BENCH_QEMU ? "QEMU " : "", mem,
 		 c->vcpus, c->channels, c->compress_none ? "none" : "auto", c->downtime_ms);
+	if (c->wss_mib) {
+		size_t l = strlen(buf);
+
+		snprintf(buf + l, len - l, " wss %uM", c->wss_mib);
+	}
 	return buf;
 }
 
@@ -141,28 +146,35 @@ static int timeline_data(const char *dir, const struct bench_cfg *cfgs,
 	f = fopen(path, "we");
 	if (!f)
 		return ferr_sys(errno, "cannot create %s", path);
-	fputs("# iteration start_ms duration_ms dirty_pages pages_sent wire_bytes throttle_pct\n", f);
+	fputs("# iteration start_ms duration_ms dirty_pages pages_sent wire_bytes throttle_pct "
+	      "left_after\n", f);
 	json_array_foreach(run->iterations, i, it) {
-		fprintf(f, "%lld %.3f %.3f %lld %lld %lld %lld\n",
+		json_t *next = json_array_get(run->iterations, i + 1);
+
+		/* What is left when an iteration ends is what the next one collects. */
+		fprintf(f, "%lld %.3f %.3f %lld %lld %lld %lld %lld\n",
 			json_integer_value(json_object_get(it, "iteration")),
 			json_number_value(json_object_get(it, "start_ms")),
 			json_number_value(json_object_get(it, "duration_ms")),
 			json_integer_value(json_object_get(it, "dirty_pages")),
 			json_integer_value(json_object_get(it, "pages_sent")),
 			json_integer_value(json_object_get(it, "wire_bytes")),
-			json_integer_value(json_object_get(it, "throttle_pct")));
+			json_integer_value(json_object_get(it, "throttle_pct")),
+			next ? json_integer_value(json_object_get(next, "dirty_pages")) : 0ll);
 	}
 	if (fclose(f) != 0)
 		return ferr_sys(errno, "cannot write %s", path);
 	fprintf(gp,
 		"set output 'timeline.png'\n"
 		"set title \"One migration: %s, run %u (downtime %.2f ms, total %.1f ms)\"\n"
-		"set xlabel 'iteration'\nset ylabel 'pages'\nset logscale y\nunset logscale x\n"
-		"set xtics 1\nset key inside right top\nset style fill solid 0.5\nset boxwidth 0.4\n"
-		"plot 'timeline.dat' using ($1-0.2):5 with boxes title 'pages sent', \\\n"
-		"     'timeline.dat' using ($1+0.2):4 with boxes title 'dirty pages left "
-		"(collected at the start)', \\\n"
-		"     'timeline.dat' using 1:4 with linespoints lw 2 notitle\n",
+		"set xlabel 'iteration (the last one is sent while the VM is stopped)'\n"
+		"set ylabel 'pages'\nset logscale y\nunset logscale x\n"
+		"set y2label 'vCPU throttle, %%'\nset y2range [0:100]\nset y2tics\n"
+		"set xtics 1\nset key inside right top\nset style fill solid 0.5\nset boxwidth 0.6\n"
+		"plot 'timeline.dat' using 1:5 with boxes title 'pages sent in the iteration', \\\n"
+		"     'timeline.dat' using 1:($8 > 0 ? $8 : NaN) with linespoints lw 2 pt 7 "
+		"title 'dirty pages left when it ended', \\\n"
+		"     'timeline.dat' using 1:7 axes x1y2 with steps dt 2 title 'throttle %%'\n",
 		bench_cfg_label(&cfgs[run->cfg], label, sizeof(label)), run->rep,
 		run->v[BM_DOWNTIME], run->v[BM_TOTAL]);
 	return 0;

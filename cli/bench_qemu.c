@@ -82,8 +82,6 @@ static unsigned qemu_wss_mib(const struct bench_cfg *c)
 {
 	unsigned low = c->mem_mib >= 3584 ? 3072 : c->mem_mib;
 
-	if (c->workload == BW_IDLE)
-		return 4;
 	return (unsigned)MIN(bench_wss(c) >> 20, (uint64_t)low - 16);
 }
 
@@ -193,9 +191,13 @@ static int read_status(struct qside *s, const char *dir, struct gstatus *g)
 	return 0;
 }
 
-/* The idle guest's 4 MiB on the destination: every word holds its address. */
-static int check_idle_memory(struct qside *s, const char *dir)
+/*
+ * The idle guest's memory on the destination: every word holds its address.
+ * The first 64 MiB at most, so that a big working set costs no big file.
+ */
+static int check_idle_memory(struct qside *s, const char *dir, const struct bench_cfg *c)
 {
+	size_t want = (size_t)MIN(qemu_wss_mib(c), 64u) << 20;
 	char path[300];
 	uint8_t *buf;
 	size_t len;
@@ -203,10 +205,10 @@ static int check_idle_memory(struct qside *s, const char *dir)
 	int rc;
 
 	snprintf(path, sizeof(path), "%s/qemu-wss.bin", dir);
-	rc = bench_qmp_exec(&s->q, "pmemsave", json_pack("{s:i, s:i, s:s}", "val", 0x1000000,
-							 "size", 4 << 20, "filename", path), &ret);
+	rc = bench_qmp_exec(&s->q, "pmemsave", json_pack("{s:i, s:I, s:s}", "val", 0x1000000,
+							 "size", (json_int_t)want, "filename", path), &ret);
 	json_decref(ret);
-	if (rc < 0 || (rc = read_file(path, 4u << 20, &buf, &len)) < 0)
+	if (rc < 0 || (rc = read_file(path, want, &buf, &len)) < 0)
 		return rc;
 	for (size_t i = 0; i + 8 <= len; i += 8) {
 		uint64_t w;
@@ -220,7 +222,7 @@ static int check_idle_memory(struct qside *s, const char *dir)
 	}
 	free(buf);
 	unlink(path);
-	return len == 4u << 20 ? 0 : ferr(EIO, "pmemsave wrote %zu bytes", len);
+	return len == want ? 0 : ferr(EIO, "pmemsave wrote %zu bytes", len);
 }
 
 static int vcpu_thread(struct qside *s)
@@ -412,7 +414,7 @@ static void check_dest(struct qside *dst, const struct bench_env *env, const str
 		return;
 	}
 	if (c->workload == BW_IDLE) {
-		if ((rc = check_idle_memory(dst, env->dir)) < 0)
+		if ((rc = check_idle_memory(dst, env->dir, c)) < 0)
 			fail(r, "%s", ferr_msg(rc));
 		return;
 	}

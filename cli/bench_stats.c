@@ -23,6 +23,7 @@ const struct bench_metric_info bench_metrics[BM_COUNT] = {
 	[BM_DIRTY_DURING] = { "dirty_during_mbps", "dirty during MB/s", 0, true },
 	[BM_LOG_RATE] = { "log_dirty_mbps", "dirty-log MB/s", 0, false },
 	[BM_STALL_BEFORE] = { "stall_before_ms", "stall before ms", 1, false },
+	[BM_FIRST_PASS] = { "first_pass_mbps", "first pass MB/s", 0, false },
 	[BM_SRC_CPU] = { "src_cpu_s", "src CPU s", 3, true },
 	[BM_DST_CPU] = { "dst_cpu_s", "dst CPU s", 3, true },
 	[BM_SRC_RSS] = { "src_rss_mib", "src RSS MiB", 0, true },

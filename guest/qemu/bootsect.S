@@ -11,7 +11,8 @@
  * and reads the guest's counters with QMP pmemsave (status page at 0xc00):
  *
  *   0x7df0 u8  mode: 0 idle, 1 increment
- *   0x7df4 u32 working set in MiB, from 16 MiB up (below the PCI hole)
+ *   0x7df4 u32 working set in MiB, from 16 MiB up (below the PCI hole);
+ *              idle fills it (4 MiB by default, as ferry's idle)
  *   0x0c00 u64 magic "FERRYQ01" once ring 3 runs
  *   0x0c08 u64 increment: passes over the working set
  *   0x0c10 u64 increment: pages written (a step is 64 pages)
@@ -154,7 +155,6 @@ pass:
 
 idle:
 	movq %r8, %rdi
-	leaq 4 << 20(%r8), %r9         /* 4 MiB, as ferry's idle */
 4:	movq %rdi, (%rdi)
 	addq $8, %rdi
 	cmpq %r9, %rdi

@@ -18,7 +18,7 @@ test_bench_tiny_matrix_writes_sane_results() {
 	done
 	# CSV: a header and six runs, all ok, one per (config, rep).
 	[ "$(wc -l <"$out/results.csv")" = 7 ] || fail "results.csv: $(cat "$out/results.csv")"
-	[ "$(awk -F, 'NR > 1 && $1 == "ferry" && $11 == 1' "$out/results.csv" | wc -l)" = 6 ] ||
+	[ "$(awk -F, 'NR > 1 && $1 == "ferry" && $12 == 1' "$out/results.csv" | wc -l)" = 6 ] ||
 		fail "not every run is ok in results.csv: $(cat "$out/results.csv")"
 	# JSON: every run completed with sane relations between its figures.
 	json '.runs | length == 6 and all(.ok)' <"$out/results.json" >/dev/null || fail "runs"

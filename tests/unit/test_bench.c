@@ -105,10 +105,18 @@ Test(bench, config_specs_parse_and_reject)
 	cr_assert_eq(bench_parse_cfg("", &c), 0, "the baseline");
 	cr_assert_str_eq(bench_cfg_label(&c, label, sizeof(label)),
 			 "1G increment 1cpu 1ch auto 10ms");
+	cr_assert_eq(bench_wss(&c), 1008ull << 20, "dirty's default: all above 16 MiB");
+	cr_assert_eq(bench_parse_cfg("mem=1G,workload=idle,wss=900M", &c), 0);
+	cr_assert_eq(bench_wss(&c), 900ull << 20);
+	cr_assert_str_eq(bench_cfg_label(&c, label, sizeof(label)),
+			 "1G idle 1cpu 1ch auto 10ms wss 900M");
+	cr_assert_eq(bench_parse_cfg("workload=idle", &c), 0);
+	cr_assert_eq(bench_wss(&c), 4ull << 20, "idle's default: 4 MiB");
 
 	static const char *const bad[] = {
 		"mem=33M", "mem=32M", "mem=1T", "workload=busy", "cpus=0", "channels=17", "downtime=0",
 		"compress=lz4", "colour=blue", "mem", "=1G", "rate=50", "cpus=-1",
+		"mem=256M,wss=250M", "wss=0", "wss=1536k",
 	};
 	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++)
 		cr_assert_eq(bench_parse_cfg(bad[i], &c), -EINVAL, "'%s' was accepted", bad[i]);
@@ -188,9 +196,9 @@ Test(bench, csv_json_and_markdown_hold_every_run)
 		lines++;
 	cr_assert_eq(lines, 5, "a header and one row per run, failed ones too");
 	cr_assert(strstr(text, "engine,config,mem_mib,workload,rate_mbps,vcpus,channels,"
-			       "compress,downtime_target_ms,rep,ok,error,downtime_ms,"));
+			       "compress,downtime_target_ms,wss_mib,rep,ok,error,downtime_ms,"));
 	cr_assert(strstr(text, "ferry,256M random-50MBps 1cpu 1ch auto 10ms,256,random-50MBps,50,"
-			       "1,1,auto,10,1,1,,2.0000,"));
+			       "1,1,auto,10,240,1,1,,2.0000,"));
 	cr_assert(strstr(text, ",0,\"migration failed: \"\"boom\"\", twice\","),
 		  "the failure reason, quoted: %s", text);
 	cr_assert(strstr(text, "qemu,256M increment"));
