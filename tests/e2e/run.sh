@@ -17,21 +17,23 @@ for file in tests/e2e/t_*.sh; do
 		[[ "$name" =~ ${ONLY:-.} ]] || continue
 		T=$(mktemp -d /tmp/ferry-e2e.XXXXXX)
 		t0=$(date +%s%N)
-		(
+		export T
+		# One test may take E2E_TEST_TIMEOUT seconds (default 300) at most.
+		timeout -k 5 "${E2E_TEST_TIMEOUT:-300}" bash -c '
 			set -eu
 			if [ -n "${E2E_TRACE:-}" ]; then
 				exec 9>>"$T/trace.log"
 				BASH_XTRACEFD=9
 				set -x
 			fi
-			export T
 			# Leftovers of a failed test may be stopped: SIGKILL works anyway.
-			trap 'jobs -p | xargs -r kill -9 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+			trap "jobs -p | xargs -r kill -9 2>/dev/null || true; wait 2>/dev/null || true" EXIT
 			. tests/e2e/lib.sh
-			. "$file"
-			"$fn"
-		) >"$T/test.log" 2>&1
+			. "$1"
+			"$2"' _ "$file" "$fn" >"$T/test.log" 2>&1
 		rc=$?
+		# Whatever the test started and left behind names its directory.
+		pkill -9 -f "$T/" 2>/dev/null || true
 		ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 		secs=$(printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)))
 		if [ $rc -eq 0 ]; then
@@ -40,7 +42,8 @@ for file in tests/e2e/t_*.sh; do
 			rm -rf "$T"
 		else
 			failed+=("$name")
-			printf '  FAIL  %-50s %5ss (status %d)\n' "$name" "$secs" "$rc"
+			printf '  FAIL  %-50s %5ss (status %d%s)\n' "$name" "$secs" "$rc" \
+				"$([ "$rc" = 124 ] || [ "$rc" = 137 ] && echo ": timed out")"
 			sed 's/^/        /' "$T/test.log"
 			for log in "$T"/*.log; do
 				[ "$log" = "$T/test.log" ] && continue

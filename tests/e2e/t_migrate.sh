@@ -143,10 +143,13 @@ test_auto_converge_throttles_within_its_bound() {
 
 test_progress_line_only_on_a_terminal() {
 	start_dest dst
-	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg report_ms=100
+	# 20 MB/s of dirtying converges under the 48 MB/s limit, which makes
+	# the migration last about 2 s.
+	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg rate=20 \
+		--guest-arg report_ms=100
 	wait_guest_progress "$T/src.sock" pass 1
-	# `script` gives ferry migrate a terminal; the limit makes it last ~2 s.
-	script -qefc "$FERRY migrate $T/src.sock tcp:127.0.0.1:$DEST_PORT --max-bandwidth 48M" \
+	# `script` gives ferry migrate a terminal.
+	script -qefc "$FERRY migrate $T/src.sock tcp:127.0.0.1:$DEST_PORT --max-bandwidth 48M --compress none" \
 		"$T/typescript" >/dev/null
 	tr '\r' '\n' <"$T/typescript" >"$T/lines"
 	grep -aEq "^(.\[K)?active +iter 1 +sent [0-9.]+ [KMG]iB +left [0-9.]+ [KMG]?i?B +dirty +[0-9.]+k pg/s +bw .* est\. downtime +[0-9.]+ ms +ETA +[0-9.]+ s" \

@@ -49,7 +49,7 @@ test_cancel_during_setup() {
 test_cancel_during_active() {
 	start_dest dst
 	start_src src --guest dirty --mem 128M --cpus 2 --guest-arg wss=64M --guest-arg pattern=random
-	migrate_in_background --max-bandwidth 16M
+	migrate_in_background --max-bandwidth 16M --compress none
 	wait_mig_state "$T/src.sock" active
 	sleep 0.5
 	ctl "$T/src.sock" migrate-cancel >/dev/null
@@ -65,7 +65,7 @@ test_cancel_during_stop_copy() {
 	wait_guest_progress "$T/src.sock" pass 1
 	# A huge downtime target makes the whole dirty set go in stop-copy,
 	# and the bandwidth limit makes that take seconds.
-	migrate_in_background --max-bandwidth 8M --downtime-ms 60000
+	migrate_in_background --max-bandwidth 8M --downtime-ms 60000 --compress none
 	wait_mig_state "$T/src.sock" stop-copy
 	ctl "$T/src.sock" status | json '.state == "paused"' >/dev/null || fail "not paused in stop-copy"
 	ctl "$T/src.sock" migrate-cancel >/dev/null
@@ -82,7 +82,7 @@ stuck_in_completing() {
 	start_src src --guest dirty --mem 128M --guest-arg wss=2M --guest-arg rate=2 \
 		--guest-arg report_ms=100
 	wait_guest_progress "$T/src.sock" pass 1    # all 2 MiB written: 2 s to send
-	migrate_in_background --max-bandwidth 1M --downtime-ms 60000
+	migrate_in_background --max-bandwidth 1M --downtime-ms 60000 --compress none
 	wait_mig_state "$T/src.sock" stop-copy
 	kill -STOP "$(cat "$T/dst.pid")"
 	wait_mig_state "$T/src.sock" completing
@@ -100,7 +100,7 @@ test_cancel_while_completing() {
 test_destination_killed_mid_migration() {
 	start_dest dst
 	start_src src --guest dirty --mem 128M --guest-arg wss=64M
-	migrate_in_background --max-bandwidth 16M
+	migrate_in_background --max-bandwidth 16M --compress none
 	wait_mig_state "$T/src.sock" active
 	sleep 0.3
 	kill -9 "$(cat "$T/dst.pid")"
@@ -179,7 +179,7 @@ test_timeout_cancels_by_default() {
 	wait_guest_progress "$T/src.sock" pass 1
 	ctl "$T/src.sock" pause >/dev/null
 	expect_status 1 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" \
-		--max-bandwidth 4M --timeout 2
+		--max-bandwidth 4M --timeout 2 --compress none
 	expect_output "did not converge within 2 s"
 	expect_exit dst 1
 	# It was paused by its operator before: it must still be paused.
@@ -194,7 +194,7 @@ test_timeout_can_force_the_switchover() {
 	start_src src --guest dirty --mem 256M --guest-arg wss=96M --guest-arg report_ms=100
 	wait_guest_progress "$T/src.sock" pass 1
 	expect_status 0 ferry migrate "$T/src.sock" "tcp:127.0.0.1:$DEST_PORT" --verify \
-		--max-bandwidth 16M --timeout 2 --on-timeout switchover
+		--max-bandwidth 16M --timeout 2 --on-timeout switchover --compress none
 	grep -q "timeout reached in iteration 1; switching over" "$T/src.log" \
 		|| fail "pre-copy was not cut short: $(cat "$T/src.log")"
 	expect_exit src 0
