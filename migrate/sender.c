@@ -33,6 +33,7 @@
 #define LOADED_TIMEOUT_MS 120000
 #define RUNNING_TIMEOUT_MS 10000
 #define DIGESTS_PER_SECTION (512u * 1024)
+#define MAX_EXTENTS (1u << 20)       /* 16 MiB of hint, well under a section's cap */
 
 const char *mig_state_name(enum mig_state s)
 {
@@ -228,7 +229,6 @@ static int setup(struct mig_out *m)
 	struct mig_vmdesc *d;
 	struct mig_section s;
 	struct dbuf buf;
-
 	int rc;
 
 	rc = xport_connect(m->p.uri, CONNECT_TIMEOUT_MS, &m->ch[0]);
@@ -290,10 +290,13 @@ static int setup(struct mig_out *m)
 		}
 	}
 	/* Tell the destination where the data is, so it can allocate those
-	 * pages ahead of their arrival (a hint it may ignore). */
+	 * pages ahead of their arrival (a hint it may ignore).  A memory too
+	 * fragmented to describe in MAX_EXTENTS goes without the hint. */
 	dbuf_reset(&buf);
 	rc = mig_ram_extents(&m->vm->mem, &buf);
-	if (rc >= 0)
+	if (rc > (int)MAX_EXTENTS)
+		rc = 0;
+	else if (rc >= 0)
 		rc = mig_send_section(m->ch[0], MIG_SEC_EXTENTS, 0, 1, MIG_SECF_OPTIONAL,
 				      buf.data, buf.len);
 	if (rc) {
