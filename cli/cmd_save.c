@@ -59,6 +59,8 @@ static void draw_progress(json_t *st)
 
 	if (state && strcmp(state, "waiting") == 0) {
 		fprintf(stderr, "\r\033[Kwaiting for the lazy restore to bring in all of RAM");
+	} else if (phase && strcmp(phase, "state") == 0) {
+		fprintf(stderr, "\r\033[Ksaving     pausing the VM and writing its state");
 	} else if (phase && strcmp(phase, "sync") == 0) {
 		fprintf(stderr, "\r\033[Ksyncing    %s written", fmt_size(w, sizeof(w),
 			(uint64_t)jnum(st, "written_bytes")));
