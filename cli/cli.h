@@ -28,4 +28,22 @@ int ctl_connect(const char *path);
 /* Sends one request line and reads one reply into *reply (caller decrefs). */
 int ctl_request(int fd, const char *execute, json_t *args, json_t **reply);
 
+/* A long control-API job followed by its client (cli/job_client.c). */
+struct job_client {
+	const char *cmd;                  /* the subcommand, for messages */
+	const char *start, *query, *cancel;  /* its control commands */
+	const char *const *final_states;  /* NULL-terminated */
+	const char *lost_hint;            /* added when the ferry process is lost */
+	void (*draw)(json_t *st, void *ctx);  /* redraws the progress line */
+	void *draw_ctx;
+};
+
+/* Sends the start command; 0, or an exit status after printing why not. */
+int job_client_start(int fd, const struct job_client *j, json_t *args);
+/* Polls until a final state, drawing progress on a terminal (and clearing the
+ * line at the end) and sending the cancel command at the first SIGINT.  The
+ * final query reply's "return" object (caller decrefs), or NULL after
+ * printing an error. */
+json_t *job_client_follow(int fd, const struct job_client *j, bool tty);
+
 #endif

@@ -8,11 +8,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../core/util.h"
@@ -21,7 +19,6 @@
 #include "cli.h"
 
 #define EXIT_UNCONFIRMED 3
-#define POLL_MS 100
 
 static const char migrate_usage[] =
 	"usage: ferry migrate SOCKET tcp:HOST:PORT [--downtime-ms N] [--channels N]\n"
@@ -42,14 +39,6 @@ static const char migrate_usage[] =
 	"cancelled and the source still runs it; 2 usage error; 3 committed but not\n"
 	"confirmed by the destination (see docs/migration.md).\n";
 
-static volatile sig_atomic_t interrupted;
-
-static void on_sigint(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
-
 static double jnum(json_t *o, const char *k)
 {
 	return json_number_value(json_object_get(o, k));
@@ -65,10 +54,10 @@ static const char *rate(char *buf, size_t len, double bytes_per_s)
 
 /* One progress line; fields that could run backwards are shown as is,
  * but the transferred total and the iteration only ever grow. */
-static void draw_progress(json_t *st, double *eta_shown)
+static void draw_progress(json_t *st, void *ctx)
 {
 	char sent[32], left[32], bw[32];
-	double eta = jnum(st, "eta_ms");
+	double eta = jnum(st, "eta_ms"), *eta_shown = ctx;
 
 	/* Smooth the ETA so a noisy estimate does not jump about. */
 	*eta_shown = *eta_shown > 0 ? 0.7 * *eta_shown + 0.3 * eta : eta;
@@ -180,13 +169,11 @@ static int parse_opts(int argc, char **argv, struct migrate_opts *o)
 	return 0;
 }
 
-static int finish(json_t *st, bool as_json, bool tty)
+static int finish(json_t *st, bool as_json)
 {
 	const char *state = json_string_value(json_object_get(st, "state"));
 	const char *err = json_string_value(json_object_get(st, "error"));
 
-	if (tty)
-		fputs("\r\033[K", stderr);
 	if (as_json) {
 		json_dumpf(st, stdout, JSON_INDENT(2) | CTL_JSON_REALS);
 		fputc('\n', stdout);
@@ -201,12 +188,18 @@ static int finish(json_t *st, bool as_json, bool tty)
 
 int cmd_migrate(int argc, char **argv)
 {
+	static const char *const final[] = { "completed", "failed", "cancelled", "unconfirmed",
+					     NULL };
 	struct migrate_opts o = { .args = json_object() };
-	struct sigaction sa = { .sa_handler = on_sigint };
-	bool tty = isatty(STDERR_FILENO), cancel_sent = false;
-	json_t *reply = NULL, *err;
 	double eta_shown = 0;
-	int fd, rc, status = EXIT_RUNTIME;
+	struct job_client job = {
+		.cmd = "migrate", .start = "migrate", .query = "query-migrate",
+		.cancel = "migrate-cancel", .final_states = final,
+		.lost_hint = "; check the destination to see where the VM runs",
+		.draw = draw_progress, .draw_ctx = &eta_shown,
+	};
+	json_t *st;
+	int fd, rc;
 
 	rc = parse_opts(argc, argv, &o);
 	if (rc) {
@@ -219,64 +212,13 @@ int cmd_migrate(int argc, char **argv)
 		json_decref(o.args);
 		return EXIT_RUNTIME;
 	}
-	rc = ctl_request(fd, "migrate", o.args, &reply);
+	rc = job_client_start(fd, &job, o.args);
 	json_decref(o.args);
-	if (rc) {
-		fprintf(stderr, "ferry migrate: %s\n", ferr_msg(rc));
-		goto out;
+	if (!rc) {
+		st = job_client_follow(fd, &job, isatty(STDERR_FILENO));
+		rc = st ? finish(st, o.json) : EXIT_RUNTIME;
+		json_decref(st);
 	}
-	if ((err = json_object_get(reply, "error"))) {
-		const char *cls = json_string_value(json_object_get(err, "class"));
-
-		fprintf(stderr, "ferry migrate: %s\n",
-			json_string_value(json_object_get(err, "desc")));
-		status = cls && strcmp(cls, "InvalidParameter") == 0 ? EXIT_USAGE : EXIT_RUNTIME;
-		goto out;
-	}
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	for (;;) {
-		struct timespec ts = { 0, POLL_MS * 1000000L };
-		json_t *st, *empty = json_object();
-		const char *state;
-
-		if (interrupted && !cancel_sent) {
-			json_t *r2 = NULL;
-
-			cancel_sent = true;
-			if (ctl_request(fd, "migrate-cancel", empty, &r2) == 0 &&
-			    json_object_get(r2, "error"))
-				fprintf(stderr, "\nferry migrate: cannot cancel: %s\n",
-					json_string_value(json_object_get(json_object_get(r2, "error"),
-									  "desc")));
-			json_decref(r2);
-		}
-		json_decref(reply);
-		reply = NULL;
-		rc = ctl_request(fd, "query-migrate", empty, &reply);
-		json_decref(empty);
-		if (rc) {
-			fprintf(stderr, "%sferry migrate: lost the source ferry (%s); check the "
-				"destination to see where the VM runs\n", tty ? "\n" : "", ferr_msg(rc));
-			goto out;
-		}
-		st = json_object_get(reply, "return");
-		state = json_string_value(json_object_get(st, "state"));
-		if (!state) {
-			fprintf(stderr, "ferry migrate: unexpected reply from the source\n");
-			goto out;
-		}
-		if (strcmp(state, "completed") == 0 || strcmp(state, "failed") == 0 ||
-		    strcmp(state, "cancelled") == 0 || strcmp(state, "unconfirmed") == 0) {
-			status = finish(st, o.json, tty);
-			goto out;
-		}
-		if (tty)
-			draw_progress(st, &eta_shown);
-		nanosleep(&ts, NULL);
-	}
-out:
-	json_decref(reply);
 	close(fd);
-	return status;
+	return rc;
 }

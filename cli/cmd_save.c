@@ -10,17 +10,13 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../core/util.h"
 #include "cli.h"
-
-#define POLL_MS 100
 
 static const char save_usage[] =
 	"usage: ferry save SOCKET FILE [--resume] [--max-bandwidth RATE] [--json]\n"
@@ -37,26 +33,19 @@ static const char save_usage[] =
 	"Exit status: 0 saved; 1 the save failed or was cancelled (FILE is unchanged and\n"
 	"the VM is as it was); 2 usage error.\n";
 
-static volatile sig_atomic_t interrupted;
-
-static void on_sigint(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
-
 static double jnum(json_t *o, const char *k)
 {
 	return json_number_value(json_object_get(o, k));
 }
 
-static void draw_progress(json_t *st)
+static void draw_progress(json_t *st, void *ctx)
 {
 	const char *state = json_string_value(json_object_get(st, "state"));
 	const char *phase = json_string_value(json_object_get(st, "phase"));
 	double total = jnum(st, "ram_total_bytes"), done = jnum(st, "ram_done_bytes");
 	char d[32], t[32], w[32], r[32];
 
+	(void)ctx;
 	if (state && strcmp(state, "waiting") == 0) {
 		fprintf(stderr, "\r\033[Kwaiting for the lazy restore to bring in all of RAM");
 	} else if (phase && strcmp(phase, "state") == 0) {
@@ -159,13 +148,11 @@ static int parse_opts(int argc, char **argv, json_t *args, bool *as_json)
 	return 0;
 }
 
-static int finish(json_t *st, bool as_json, bool tty)
+static int finish(json_t *st, bool as_json)
 {
 	const char *state = json_string_value(json_object_get(st, "state"));
 	const char *err = json_string_value(json_object_get(st, "error"));
 
-	if (tty)
-		fputs("\r\033[K", stderr);
 	if (as_json) {
 		json_dumpf(st, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
@@ -180,10 +167,14 @@ static int finish(json_t *st, bool as_json, bool tty)
 
 int cmd_save(int argc, char **argv)
 {
-	json_t *args = json_object(), *reply = NULL, *err;
-	struct sigaction sa = { .sa_handler = on_sigint };
-	bool tty = isatty(STDERR_FILENO), as_json = false, cancel_sent = false;
-	int fd, rc, status = EXIT_RUNTIME;
+	static const char *const final[] = { "completed", "failed", "cancelled", NULL };
+	static const struct job_client job = {
+		.cmd = "save", .start = "save", .query = "query-save", .cancel = "save-cancel",
+		.final_states = final, .draw = draw_progress,
+	};
+	json_t *args = json_object(), *st;
+	bool as_json = false;
+	int fd, rc;
 
 	rc = parse_opts(argc, argv, args, &as_json);
 	if (rc) {
@@ -196,63 +187,13 @@ int cmd_save(int argc, char **argv)
 		json_decref(args);
 		return EXIT_RUNTIME;
 	}
-	rc = ctl_request(fd, "save", args, &reply);
+	rc = job_client_start(fd, &job, args);
 	json_decref(args);
-	if (rc) {
-		fprintf(stderr, "ferry save: %s\n", ferr_msg(rc));
-		goto out;
+	if (!rc) {
+		st = job_client_follow(fd, &job, isatty(STDERR_FILENO));
+		rc = st ? finish(st, as_json) : EXIT_RUNTIME;
+		json_decref(st);
 	}
-	if ((err = json_object_get(reply, "error"))) {
-		const char *cls = json_string_value(json_object_get(err, "class"));
-
-		fprintf(stderr, "ferry save: %s\n", json_string_value(json_object_get(err, "desc")));
-		status = cls && strcmp(cls, "InvalidParameter") == 0 ? EXIT_USAGE : EXIT_RUNTIME;
-		goto out;
-	}
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	for (;;) {
-		struct timespec ts = { 0, POLL_MS * 1000000L };
-		json_t *st, *empty = json_object();
-		const char *state;
-
-		if (interrupted && !cancel_sent) {
-			json_t *r2 = NULL;
-
-			cancel_sent = true;
-			if (ctl_request(fd, "save-cancel", empty, &r2) == 0 &&
-			    json_object_get(r2, "error"))
-				fprintf(stderr, "\nferry save: cannot cancel: %s\n",
-					json_string_value(json_object_get(json_object_get(r2, "error"),
-									  "desc")));
-			json_decref(r2);
-		}
-		json_decref(reply);
-		reply = NULL;
-		rc = ctl_request(fd, "query-save", empty, &reply);
-		json_decref(empty);
-		if (rc) {
-			fprintf(stderr, "%sferry save: lost the ferry process (%s)\n", tty ? "\n" : "",
-				ferr_msg(rc));
-			goto out;
-		}
-		st = json_object_get(reply, "return");
-		state = json_string_value(json_object_get(st, "state"));
-		if (!state) {
-			fprintf(stderr, "ferry save: unexpected reply from ferry\n");
-			goto out;
-		}
-		if (strcmp(state, "completed") == 0 || strcmp(state, "failed") == 0 ||
-		    strcmp(state, "cancelled") == 0) {
-			status = finish(st, as_json, tty);
-			goto out;
-		}
-		if (tty)
-			draw_progress(st);
-		nanosleep(&ts, NULL);
-	}
-out:
-	json_decref(reply);
 	close(fd);
-	return status;
+	return rc;
 }
