@@ -39,9 +39,26 @@ static void set_range(uint64_t *bm, uint64_t first, uint64_t count)
 		bm[p / 64] |= 1ull << (p % 64);
 }
 
+struct mark_ctx {
+	uint64_t *bm, pages;
+};
+
 static void mark_data(uint64_t first, uint64_t count, void *arg)
 {
-	set_range(arg, first, count);
+	struct mark_ctx *c = arg;
+
+	set_range(c->bm, first, count);
+	c->pages += count;
+}
+
+int mig_mark_written(const struct guest_mem *m, uint64_t *bitmap, uint64_t *pages)
+{
+	struct mark_ctx c = { .bm = bitmap };
+	int rc = for_each_extent(m, mark_data, &c);
+
+	if (!rc && pages)
+		*pages = c.pages;
+	return rc;
 }
 
 int mig_clear_holes(const struct guest_mem *m, uint64_t *bitmap)
@@ -52,7 +69,7 @@ int mig_clear_holes(const struct guest_mem *m, uint64_t *bitmap)
 
 	if (!data)
 		return -ENOMEM;
-	rc = for_each_extent(m, mark_data, data);
+	rc = mig_mark_written(m, data, NULL);
 	if (!rc)
 		for (uint64_t i = 0; i < words; i++)
 			bitmap[i] &= data[i];
@@ -114,7 +131,7 @@ int mig_digest_ram(const struct guest_mem *m, uint64_t *out, unsigned threads)
 
 	if (!data)
 		return -ENOMEM;
-	rc = for_each_extent(m, mark_data, data);
+	rc = mig_mark_written(m, data, NULL);
 	if (rc)
 		goto out;
 	threads = MAX(1u, MIN(threads, 8u));

@@ -12,6 +12,12 @@
 #include "../core/dbuf.h"
 #include "../core/memory.h"
 
+/*
+ * Sets in `bitmap` every page that lies in a written extent of guest RAM
+ * (a partly written page counts); *pages (if not NULL) gets their number.
+ */
+int mig_mark_written(const struct guest_mem *m, uint64_t *bitmap, uint64_t *pages);
+
 /* Clears in `bitmap` every page that lies in a hole of guest RAM. */
 int mig_clear_holes(const struct guest_mem *m, uint64_t *bitmap);
 

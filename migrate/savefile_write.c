@@ -33,6 +33,7 @@
 
 #include "../core/util.h"
 #include "pages.h"
+#include "ramscan.h"
 
 #define WRITEBACK_CHUNK (32ull << 20)
 
@@ -161,29 +162,12 @@ static int write_at(struct writer *w, const void *p, size_t len, uint64_t off)
 /* Marks in data_bm every page lying in a written extent of guest RAM. */
 static int scan_extents(struct writer *w)
 {
-	const struct guest_mem *m = &w->vm->mem;
-	off_t pos = 0, end = (off_t)m->size;
-	uint64_t total = 0;
+	uint64_t pages;
+	int rc = mig_mark_written(&w->vm->mem, w->data_bm, &pages);
 
-	while (pos < end) {
-		off_t data = lseek(m->fd, pos, SEEK_DATA), hole;
-
-		if (data < 0 && errno == ENXIO)
-			break;
-		if (data < 0)
-			return ferr_sys(errno, "SEEK_DATA on guest RAM");
-		hole = lseek(m->fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return ferr_sys(errno, "SEEK_HOLE on guest RAM");
-		hole = MIN(hole, end);
-		for (uint64_t p = (uint64_t)data >> GMEM_PAGE_SHIFT;
-		     p < ((uint64_t)hole + GMEM_PAGE_SIZE - 1) >> GMEM_PAGE_SHIFT; p++)
-			w->data_bm[p / 64] |= 1ull << (p % 64);
-		total += (uint64_t)(hole - data);
-		pos = hole;
-	}
-	atomic_store(&w->pr->ram_total, total);
-	return 0;
+	if (!rc)
+		atomic_store(&w->pr->ram_total, pages << GMEM_PAGE_SHIFT);
+	return rc;
 }
 
 /* The VM must still be stopped at the instant the state was captured. */
