@@ -145,10 +145,11 @@ static json_t *cmd_query_restore(struct ctl_call *c, void *opaque)
 		return o;
 	sf_lazy_query(r->lazy, &st);
 	json_object_set_new(o, "lazy", json_pack(
-		"{s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:o}",
+		"{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}",
 		"state", st.failed ? "failed" : st.complete ? "complete" : "loading",
 		"data_blocks", (json_int_t)st.data_blocks, "blocks_done", (json_int_t)st.blocks_done,
 		"faults", (json_int_t)st.faults, "read_bytes", (json_int_t)st.bytes_read,
+		"hot_read_bytes", (json_int_t)st.hot_read_bytes,
 		"fault_max_ms", ms(st.fault_max_ns), "first_fault_ms", ms(st.first_fault_ns),
 		"complete_ms", ms(st.complete_ns)));
 	if (st.error[0])

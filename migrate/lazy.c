@@ -21,6 +21,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -65,12 +66,13 @@ static void fail(struct sf_lazy *lz, int rc)
 	flog("lazy restore: %s; the VM was stopped", msg);
 }
 
-/* Copies pages [p0, p1) of block b that are not present yet. */
-static int copy_pages(struct sf_lazy *lz, uint32_t b, uint64_t p0, uint64_t p1,
-		      const uint8_t *data)
+/*
+ * Copies the pages [p0, p1) that are not present yet from data, which holds
+ * guest page data_first onwards.
+ */
+static int copy_pages(struct sf_lazy *lz, uint64_t p0, uint64_t p1, const uint8_t *data,
+		      uint64_t data_first)
 {
-	uint64_t base = (uint64_t)b * SF_BLOCK_PAGES;
-
 	for (uint64_t p = p0; p < p1;) {
 		struct uffdio_copy c;
 		uint64_t q;
@@ -83,7 +85,7 @@ static int copy_pages(struct sf_lazy *lz, uint32_t b, uint64_t p0, uint64_t p1,
 			;
 		c = (struct uffdio_copy){
 			.dst = (uint64_t)(uintptr_t)(lz->hva + (p << GMEM_PAGE_SHIFT)),
-			.src = (uint64_t)(uintptr_t)(data + ((p - base) << GMEM_PAGE_SHIFT)),
+			.src = (uint64_t)(uintptr_t)(data + ((p - data_first) << GMEM_PAGE_SHIFT)),
 			.len = (q - p) << GMEM_PAGE_SHIFT,
 		};
 		if (ioctl(lz->uffd, UFFDIO_COPY, &c) == 0) {
@@ -144,8 +146,7 @@ static const uint8_t *block_data(struct sf_lazy *lz, uint32_t b, int *rc)
 		 * block is ever read and checked twice. */
 		uint64_t base = (uint64_t)victim->block * SF_BLOCK_PAGES;
 
-		*rc = copy_pages(lz, (uint32_t)victim->block, base, base + SF_BLOCK_PAGES,
-				 victim->buf);
+		*rc = copy_pages(lz, base, base + SF_BLOCK_PAGES, victim->buf, base);
 		if (*rc)
 			return NULL;
 	}
@@ -182,7 +183,7 @@ static int serve_fault(struct sf_lazy *lz, uint64_t addr)
 	if (!data)
 		return rc;
 	p0 = p / FAULT_PAGES * FAULT_PAGES;
-	rc = copy_pages(lz, b, p0, p0 + FAULT_PAGES, data);
+	rc = copy_pages(lz, p0, p0 + FAULT_PAGES, data, (uint64_t)b * SF_BLOCK_PAGES);
 	if (rc)
 		return rc;
 	if (!atomic_load(&lz->first_fault_ns))
@@ -219,43 +220,73 @@ static int serve_faults(struct sf_lazy *lz)
 	}
 }
 
-/* Before the VM exists: a verified page, without ever evicting a block. */
+/*
+ * Before the VM exists: the verified piece holding page p, read if need be.
+ * Each block is checked through SF_PIECE_SIZE bytes at a time, and only the
+ * pieces of hot pages are kept.  The block buffers stay untouched until the
+ * VM runs: their first use faults in 2 MiB of fresh memory (costly on this
+ * host, and a huge page may first need compaction), which on this path
+ * delayed the first guest instruction by up to 30 ms.  NULL with *rc == 0
+ * once the store is full: the walk is a hint and may stop there.
+ */
+static const uint8_t *hot_piece(struct sf_lazy *lz, uint64_t p, int *rc)
+{
+	uint64_t first = p / FAULT_PAGES * FAULT_PAGES;
+	struct hot_piece *hp;
+
+	for (unsigned i = 0; i < lz->npieces; i++)
+		if (lz->pieces[i].first == first)
+			return lz->pieces[i].buf;
+	if (lz->npieces == MAX_HOT)
+		return NULL;
+	hp = &lz->pieces[lz->npieces];
+	hp->buf = malloc(SF_PIECE_SIZE);
+	if (!hp->buf) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	*rc = sf_read_block_piece(lz->f, (uint32_t)(p / SF_BLOCK_PAGES),
+				  (uint32_t)(first % SF_BLOCK_PAGES / FAULT_PAGES), hp->buf);
+	if (*rc) {
+		free(hp->buf);
+		hp->buf = NULL;
+		return NULL;
+	}
+	atomic_fetch_add(&lz->hot_read_bytes, SF_BLOCK_SIZE);
+	hp->first = first;
+	lz->npieces++;
+	return hp->buf;
+}
+
 static const uint8_t *hot_page(void *opaque, uint64_t gpa, int *rc)
 {
 	static const uint8_t zero[GMEM_PAGE_SIZE];
 	struct sf_lazy *lz = opaque;
-	uint32_t b = (uint32_t)(gpa >> SF_BLOCK_SHIFT);
+	uint64_t p = gpa >> GMEM_PAGE_SHIFT;
 	const uint8_t *data;
-	bool room = false;
 
-	if (!lz->f->block_pages[b])
+	if (!lz->f->block_pages[gpa >> SF_BLOCK_SHIFT])
 		return zero;
-	for (unsigned i = 0; i < CACHE_SLOTS && !room; i++)
-		room = lz->slots[i].block < 0 || lz->slots[i].block == (int64_t)b;
-	if (!room)
-		return NULL;
-	data = block_data(lz, b, rc);
-	return data ? data + (gpa & (SF_BLOCK_SIZE - 1)) : NULL;
+	data = hot_piece(lz, p, rc);
+	return data ? data + ((p % FAULT_PAGES) << GMEM_PAGE_SHIFT) : NULL;
+}
+
+void sf_lazy_free_hot(struct sf_lazy *lz)
+{
+	for (unsigned i = 0; i < lz->npieces; i++)
+		free(lz->pieces[i].buf);
+	lz->npieces = 0;
 }
 
 int sf_lazy_copy_hot(struct sf_lazy *lz)
 {
-	for (unsigned i = 0; i < lz->nhot; i++) {
-		uint64_t p = lz->hot[i] >> GMEM_PAGE_SHIFT, p0 = p / FAULT_PAGES * FAULT_PAGES;
-		uint32_t b = (uint32_t)(p / SF_BLOCK_PAGES);
-		const uint8_t *data;
-		int rc = 0;
+	int rc = 0;
 
-		if (!lz->f->block_pages[b])
-			continue;
-		data = block_data(lz, b, &rc);
-		if (!data)
-			return rc;
-		rc = copy_pages(lz, b, p0, p0 + FAULT_PAGES, data);
-		if (rc)
-			return rc;
-	}
-	return 0;
+	for (unsigned i = 0; i < lz->npieces && !rc; i++)
+		rc = copy_pages(lz, lz->pieces[i].first, lz->pieces[i].first + FAULT_PAGES,
+				lz->pieces[i].buf, lz->pieces[i].first);
+	sf_lazy_free_hot(lz);
+	return rc;
 }
 
 /* The block to fill next: the latest cached incomplete one, else in order. */
@@ -293,7 +324,7 @@ static bool fill_step(struct sf_lazy *lz, int *rc)
 		;
 	data = block_data(lz, (uint32_t)b, rc);
 	if (data)
-		*rc = copy_pages(lz, (uint32_t)b, p, MIN(p + FILL_PAGES, base + SF_BLOCK_PAGES), data);
+		*rc = copy_pages(lz, p, MIN(p + FILL_PAGES, base + SF_BLOCK_PAGES), data, base);
 	return true;
 }
 

@@ -38,7 +38,8 @@ struct sf_lazy_stats {
 	uint64_t fault_max_ns;       /* longest fault, from reading the message to the copy */
 	uint64_t first_fault_ns;     /* since the loader started (0: none yet) */
 	uint64_t complete_ns;        /* since the loader started (0: not yet) */
-	uint64_t bytes_read;         /* from the file, checksummed */
+	uint64_t bytes_read;         /* from the file, checksummed, for faults and the fill */
+	uint64_t hot_read_bytes;     /* read to check the first instructions' blocks */
 	char error[512];
 };
 

@@ -26,6 +26,12 @@ struct slot {
 	uint8_t *buf;
 };
 
+/* A verified FAULT_PAGES piece of guest RAM around a hot page (lazy.c). */
+struct hot_piece {
+	uint64_t first;             /* its first guest page */
+	uint8_t *buf;               /* SF_PIECE_SIZE bytes */
+};
+
 struct sf_lazy {
 	struct sf_file *f;
 	struct vm *vm;              /* set by attach */
@@ -45,6 +51,8 @@ struct sf_lazy {
 	uint64_t use_clock;
 	uint64_t hot[MAX_HOT];      /* guest-physical pages to copy in first */
 	unsigned nhot;
+	struct hot_piece pieces[MAX_HOT];  /* their verified pieces, until attach */
+	unsigned npieces;
 
 	uint8_t *slab;              /* the slots' buffers, one mapping */
 	size_t slab_len;
@@ -59,7 +67,7 @@ struct sf_lazy {
 	bool complete, failed;      /* (lock) */
 	char error[512];            /* (lock) */
 	_Atomic uint64_t blocks_done, faults, fault_max_ns, first_fault_ns, complete_ns;
-	_Atomic uint64_t bytes_read;
+	_Atomic uint64_t bytes_read, hot_read_bytes;
 };
 
 /* The loader thread (lazy.c). */
@@ -71,6 +79,8 @@ void *sf_lazy_thread(void *arg);
  * restore a wait for the loader thread to get a core.
  */
 int sf_lazy_copy_hot(struct sf_lazy *lz);
+/* Frees the hot pieces (sf_lazy_copy_hot() does it too). */
+void sf_lazy_free_hot(struct sf_lazy *lz);
 
 /*
  * Fills out[max] with the guest-physical pages the saved vCPUs touch first:

@@ -213,6 +213,7 @@ void sf_lazy_query(struct sf_lazy *lz, struct sf_lazy_stats *st)
 	st->first_fault_ns = atomic_load(&lz->first_fault_ns);
 	st->complete_ns = atomic_load(&lz->complete_ns);
 	st->bytes_read = atomic_load(&lz->bytes_read);
+	st->hot_read_bytes = atomic_load(&lz->hot_read_bytes);
 }
 
 int sf_lazy_wait(struct sf_lazy *lz, const _Atomic bool *cancel)
@@ -254,6 +255,7 @@ void sf_lazy_free(struct sf_lazy *lz)
 			flog("lazy restore: cannot signal the loader thread");
 		pthread_join(lz->thread, NULL);
 	}
+	sf_lazy_free_hot(lz);
 	if (lz->uffd >= 0)
 		close(lz->uffd);
 	if (lz->stopfd >= 0)

@@ -192,6 +192,15 @@ static inline uint64_t sf_block_gpa(uint32_t b)
  */
 int sf_read_block(const struct sf_file *f, uint32_t b, uint8_t *buf);
 
+/*
+ * Reads block b SF_PIECE_SIZE bytes at a time, checks its checksum over the
+ * whole block, and leaves piece number `piece` of it in out (SF_PIECE_SIZE
+ * bytes).  The same checks and errors as sf_read_block(), without a 2 MiB
+ * buffer: out holds nothing usable unless it returns 0.
+ */
+#define SF_PIECE_SIZE (64u << 10)
+int sf_read_block_piece(const struct sf_file *f, uint32_t b, uint32_t piece, uint8_t *out);
+
 /* XXH3-64 of an all-zero block (what a block without data must carry). */
 uint64_t sf_zero_block_csum(void);
 

@@ -447,6 +447,15 @@ int sf_load(struct sf_file *f, const char *path)
 	return rc;
 }
 
+static int bad_block(const struct sf_file *f, uint32_t b)
+{
+	uint64_t gpa = sf_block_gpa(b);
+
+	return ferr(EBADMSG, "%s is corrupt: RAM block %u (guest-physical %#llx to %#llx) fails "
+		    "its checksum", f->path, b, (unsigned long long)gpa,
+		    (unsigned long long)(gpa + SF_BLOCK_SIZE - 1));
+}
+
 int sf_read_block(const struct sf_file *f, uint32_t b, uint8_t *buf)
 {
 	uint64_t gpa = sf_block_gpa(b);
@@ -458,8 +467,37 @@ int sf_read_block(const struct sf_file *f, uint32_t b, uint8_t *buf)
 	if (rc)
 		return rc;
 	if (XXH3_64bits(buf, SF_BLOCK_SIZE) != f->block_csum[b])
-		return ferr(EBADMSG, "%s is corrupt: RAM block %u (guest-physical %#llx to %#llx) "
-			    "fails its checksum", f->path, b, (unsigned long long)gpa,
-			    (unsigned long long)(gpa + SF_BLOCK_SIZE - 1));
+		return bad_block(f, b);
 	return 0;
+}
+
+int sf_read_block_piece(const struct sf_file *f, uint32_t b, uint32_t piece, uint8_t *out)
+{
+	uint64_t gpa = sf_block_gpa(b);
+	uint8_t *scratch;
+	XXH3_state_t *st;
+	int rc = 0;
+
+	if (b >= f->nblocks || piece >= SF_BLOCK_SIZE / SF_PIECE_SIZE)
+		return ferr(EINVAL, "block %u piece %u is outside the RAM map", b, piece);
+	scratch = malloc(SF_PIECE_SIZE);
+	st = XXH3_createState();
+	if (!scratch || !st || XXH3_64bits_reset(st) != XXH_OK) {
+		free(scratch);
+		XXH3_freeState(st);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; !rc && i < SF_BLOCK_SIZE / SF_PIECE_SIZE; i++) {
+		uint8_t *buf = i == piece ? out : scratch;
+
+		rc = read_at(f, buf, SF_PIECE_SIZE, f->ram_off + gpa + (uint64_t)i * SF_PIECE_SIZE,
+			     "the RAM area");
+		if (!rc && XXH3_64bits_update(st, buf, SF_PIECE_SIZE) != XXH_OK)
+			rc = -EINVAL;
+	}
+	if (!rc && XXH3_64bits_digest(st) != f->block_csum[b])
+		rc = bad_block(f, b);
+	free(scratch);
+	XXH3_freeState(st);
+	return rc;
 }

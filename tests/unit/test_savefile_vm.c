@@ -106,7 +106,12 @@ Test(savefile_vm, lazy_and_eager_restores_give_the_same_memory)
 	sf_lazy_query(lz, &st);
 	cr_assert(st.complete && !st.failed && st.data_blocks > 0 &&
 		  st.blocks_done == st.data_blocks, "lazy load incomplete");
+	/* Faults and the fill read each block once; checking the first
+	 * instructions' blocks before the VM ran read a few more. */
 	cr_assert_eq(st.bytes_read, st.data_blocks * SF_BLOCK_SIZE, "a block was read twice");
+	cr_assert(st.hot_read_bytes > 0 && st.hot_read_bytes <= 8 * SF_BLOCK_SIZE,
+		  "%llu bytes read for the first instructions",
+		  (unsigned long long)st.hot_read_bytes);
 	vm_end(t.src, 0, "saved");
 	run_and_verify(lazy);
 	sf_lazy_free(lz);
@@ -161,6 +166,36 @@ Test(savefile_vm, lazy_loader_ends_the_vm_on_a_damaged_block)
 	cr_assert(strstr(msg, want), "%s", msg);
 	cr_assert_neq(vm_resume(vm), 0, "an ended VM resumed");
 	sf_lazy_free(lz);
+	vm_destroy(vm);
+	tsf_cleanup(&t);
+}
+
+/*
+ * The blocks the first instructions need are checked before the VM runs,
+ * over the whole block although only their hot pieces are kept: a flip far
+ * from any hot page still refuses the restore, and the VM never ran.
+ */
+Test(savefile_vm, a_damaged_hot_block_refuses_the_lazy_restore)
+{
+	struct tsf t;
+	struct sf_lazy *lz = NULL;
+	struct vm *vm = tvm_create(1, TSF_MEM);
+	int rc;
+	struct sf_file *f;
+
+	tsf_make(&t, 1, "dirty", dirty_args, 100);
+	f = tsf_open(t.path, &rc);
+	cr_assert(f->block_pages[0], "block 0 holds no data");
+	/* Block 0 holds the page tables; its last page is in no hot piece. */
+	tsf_flip(t.path, f->ram_off + SF_BLOCK_SIZE - 100, 0x01);
+	sf_free(f);
+	f = tsf_open(t.path, &rc);
+	cr_assert_eq(rc, 0, "%s", ferr_msg(rc));
+	tsf_add_device(vm, 1);
+	rc = sf_lazy_start(f, vm, &lz);
+	cr_assert_eq(rc, -EBADMSG, "the restore took a damaged hot block: %d", rc);
+	cr_assert(strstr(ferr_msg(rc), "RAM block 0 (guest-physical"), "%s", ferr_msg(rc));
+	cr_assert_eq(vm_run_state(vm), VM_CREATED, "the VM ran");
 	vm_destroy(vm);
 	tsf_cleanup(&t);
 }
