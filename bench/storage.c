@@ -5,8 +5,10 @@
  * 1 MiB sequential read and write at queue depth 4; each runs --seconds,
  * --reps times, alternating ferry and fio; the table has the medians.
  *
- * Both sides use the host page cache (buffered I/O, no O_DIRECT) and
- * io_uring, so the difference is the channel: the guest building requests
+ * Both sides use the host page cache (buffered I/O, no O_DIRECT, and fio
+ * with --invalidate=0: by default it drops the file from the page cache
+ * first, and its reads then come from the disk) and io_uring, so the
+ * difference is the channel: the guest building requests
  * in ring 3, doorbells, the VSP thread, bounce copies of reads.  fio runs
  * with --norandommap and --gtod_reduce=1: its random-block map and its
  * per-I/O clock reads cost it up to 5x on these machines, and it is here
@@ -139,7 +141,7 @@ static int run_fio(const struct job *j, struct result *out)
 
 	snprintf(cmd, sizeof(cmd),
 		 "fio --name=bench --filename=%s --rw=%s --bs=%s --iodepth=%u --ioengine=io_uring "
-		 "--direct=0 --size=%llu --runtime=%u --time_based --numjobs=1 "
+		 "--direct=0 --invalidate=0 --size=%llu --runtime=%u --time_based --numjobs=1 "
 		 "--norandommap --randrepeat=0 --gtod_reduce=1 "
 		 "--output-format=json 2>/dev/null", opt.file, j->fio_rw, j->bs, j->qd,
 		 (unsigned long long)opt.size, opt.seconds);
