@@ -229,6 +229,9 @@ static int serve_faults(struct sf_lazy *lz)
  * delayed the first guest instruction by up to 30 ms.  NULL with *rc == 0
  * once the store is full: the walk is a hint and may stop there.
  */
+_Static_assert(FAULT_PAGES * GMEM_PAGE_SIZE == SF_PIECE_SIZE,
+	       "a hot piece is what a fault copies in");
+
 static const uint8_t *hot_piece(struct sf_lazy *lz, uint64_t p, int *rc)
 {
 	uint64_t first = p / FAULT_PAGES * FAULT_PAGES;
@@ -383,8 +386,6 @@ static bool prepare(struct sf_lazy *lz)
 	if (rc < 0) {
 		lz->prepare_rc = rc;
 		snprintf(lz->error, sizeof(lz->error), "%s", ferr_msg(rc));
-	} else {
-		lz->nhot = (unsigned)rc;
 	}
 	pthread_cond_broadcast(&lz->cond);
 	while (!lz->attached && !lz->stopping)

@@ -50,7 +50,6 @@ struct sf_lazy {
 	struct slot slots[CACHE_SLOTS];
 	uint64_t use_clock;
 	uint64_t hot[MAX_HOT];      /* guest-physical pages to copy in first */
-	unsigned nhot;
 	struct hot_piece pieces[MAX_HOT];  /* their verified pieces, until attach */
 	unsigned npieces;
 
