@@ -157,20 +157,11 @@ static void passes_now(struct vm *vm, uint64_t *out)
 
 static int boot_dirty(struct vm *vm, uint64_t wss)
 {
-	struct ferry_image_header hdr;
-	char path[512], wss_arg[48];
+	char wss_arg[48];
 	char *args[] = { wss_arg, "pattern=increment", "report_ms=20" };
-	int rc;
 
 	snprintf(wss_arg, sizeof(wss_arg), "wss=%" PRIu64 "M", wss >> 20);
-	rc = loader_find_image("dirty", path, sizeof(path));
-	if (!rc)
-		rc = loader_load_file(&vm->mem, path, &hdr);
-	if (!rc)
-		rc = boot_setup_memory(vm, &hdr, args, 3);
-	if (!rc)
-		rc = boot_setup_vcpus(vm, &hdr);
-	return rc;
+	return boot_program(vm, "dirty", args, 3);
 }
 
 static int rearm_all(struct dlog *d, const uint64_t *bm, uint64_t npages)

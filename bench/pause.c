@@ -30,22 +30,6 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-static int boot(struct vm *vm, const char *prog, char **args, unsigned nargs)
-{
-	struct ferry_image_header hdr;
-	char path[512];
-	int rc;
-
-	rc = loader_find_image(prog, path, sizeof(path));
-	if (!rc)
-		rc = loader_load_file(&vm->mem, path, &hdr);
-	if (!rc)
-		rc = boot_setup_memory(vm, &hdr, args, nargs);
-	if (!rc)
-		rc = boot_setup_vcpus(vm, &hdr);
-	return rc;
-}
-
 int main(int argc, char **argv)
 {
 	static const unsigned cpus[] = { 1, 2, 4, 8 };
@@ -70,7 +54,7 @@ int main(int argc, char **argv)
 			int rc = vm_create(&vm, &cfg);
 
 			if (!rc)
-				rc = boot(vm, progs[p], args, 1);
+				rc = boot_program(vm, progs[p], args, 1);
 			if (rc) {
 				fprintf(stderr, "bench/pause: %s\n", ferr_msg(rc));
 				return 1;

@@ -128,18 +128,9 @@ static struct vm *new_vm(uint64_t mem)
 static struct vm *boot_idle(uint64_t mem)
 {
 	char *args[] = { "wss=4M", "interval_ms=1" };
-	struct ferry_image_header hdr;
 	struct vm *vm = new_vm(mem);
-	char path[512];
-	int rc;
+	int rc = boot_program(vm, "idle", args, 2);
 
-	rc = loader_find_image("idle", path, sizeof(path));
-	if (!rc)
-		rc = loader_load_file(&vm->mem, path, &hdr);
-	if (!rc)
-		rc = boot_setup_memory(vm, &hdr, args, 2);
-	if (!rc)
-		rc = boot_setup_vcpus(vm, &hdr);
 	if (rc)
 		die("booting idle", rc);
 	return vm;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "loader.h"
 #include "util.h"
 
 #define PTE_P   0x1ull
@@ -248,4 +249,21 @@ static int vcpu_enter_long_mode(struct vcpu *v, void *arg)
 int boot_setup_vcpus(struct vm *vm, const struct ferry_image_header *hdr)
 {
 	return vm_exec_all(vm, vcpu_enter_long_mode, (void *)hdr);
+}
+
+int boot_program(struct vm *vm, const char *name, char *const *args, unsigned nargs)
+{
+	struct ferry_image_header hdr;
+	char path[512];
+	int rc = loader_find_image(name, path, sizeof(path));
+
+	if (!rc)
+		rc = loader_load_file(&vm->mem, path, &hdr);
+	if (!rc)
+		rc = loader_check_args(&hdr, args, nargs);
+	if (!rc)
+		rc = boot_setup_memory(vm, &hdr, args, nargs);
+	if (!rc)
+		rc = boot_setup_vcpus(vm, &hdr);
+	return rc;
 }

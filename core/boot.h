@@ -17,6 +17,14 @@ int boot_setup_memory(struct vm *vm, const struct ferry_image_header *hdr,
 /* Loads long-mode registers into every vCPU at the image entry point. */
 int boot_setup_vcpus(struct vm *vm, const struct ferry_image_header *hdr);
 
+/*
+ * All of booting a guest program into a fresh VM: finds the image NAME,
+ * loads it, checks args against it, then boot_setup_memory() and
+ * boot_setup_vcpus().  For callers with nothing to do between the steps
+ * (benchmarks, tests); `ferry run` takes them one by one.
+ */
+int boot_program(struct vm *vm, const char *name, char *const *args, unsigned nargs);
+
 /* Page-table entry for `gpa` as the guest sees it, or 0 if not mapped. */
 uint64_t boot_lookup_pte(struct vm *vm, uint64_t gpa);
 

@@ -30,23 +30,13 @@ struct vm *tvm_create(unsigned ncpus, uint64_t mem)
 
 void tvm_boot(struct vm *vm, const char *prog, const char *const *args)
 {
-	struct ferry_image_header hdr;
-	char path[512];
 	unsigned n = 0;
 	int rc;
 
 	while (args && args[n])
 		n++;
-	rc = loader_find_image(prog, path, sizeof(path));
-	cr_assert(rc == 0, "%s", ferr_msg(rc));
-	rc = loader_load_file(&vm->mem, path, &hdr);
-	cr_assert(rc == 0, "%s", ferr_msg(rc));
-	rc = loader_check_args(&hdr, (char *const *)args, n);
-	cr_assert(rc == 0, "%s", ferr_msg(rc));
-	rc = boot_setup_memory(vm, &hdr, (char *const *)args, n);
-	cr_assert(rc == 0, "%s", ferr_msg(rc));
-	rc = boot_setup_vcpus(vm, &hdr);
-	cr_assert(rc == 0, "%s", ferr_msg(rc));
+	rc = boot_program(vm, prog, (char *const *)args, n);
+	cr_assert(rc == 0, "booting %s: %s", prog, ferr_msg(rc));
 }
 
 void tvm_request_stop(struct vm *vm)
