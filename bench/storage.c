@@ -74,8 +74,7 @@ static int run_ferry(const struct job *j, struct result *out)
 	struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1 };
 	struct vsp_config vc = { .ndisks = 1, .console_in_fd = -1,
 				 .no_ioeventfd = opt.no_ioeventfd };
-	struct ferry_image_header hdr;
-	char a_mode[32], a_bs[32], a_qd[32], a_sec[32], path[512], msg[256];
+	char a_mode[32], a_bs[32], a_qd[32], a_sec[32], msg[256];
 	char *args[] = { a_mode, a_bs, a_qd, a_sec };
 	struct vsp_bus *bus = NULL;
 	struct vm *vm = NULL;
@@ -91,13 +90,7 @@ static int run_ferry(const struct job *j, struct result *out)
 	if (!rc)
 		rc = vsp_bus_create(vm, &vc, &bus);
 	if (!rc)
-		rc = loader_find_image("disk", path, sizeof(path));
-	if (!rc)
-		rc = loader_load_file(&vm->mem, path, &hdr);
-	if (!rc)
-		rc = boot_setup_memory(vm, &hdr, args, 4);
-	if (!rc)
-		rc = boot_setup_vcpus(vm, &hdr);
+		rc = boot_program(vm, "disk", args, 4);
 	if (!rc)
 		rc = vsp_bus_start(bus);
 	if (rc) {
@@ -281,9 +274,13 @@ int main(int argc, char **argv)
 		}
 		double mfi = median(fi, opt.reps), mgi = median(gi, opt.reps);
 
-		printf("| %s %s | %u | %.0f | %.1f | %.0f | %.1f | %.2f | %.3f | %.3f |\n",
-		       jobs[i].mode, jobs[i].bs, jobs[i].qd, mfi, median(fm, opt.reps), mgi,
-		       median(gm, opt.reps), mfi / mgi, median(db, opt.reps), median(sg, opt.reps));
+		printf("| %s %s | %u | %.0f | %.1f | ", jobs[i].mode, jobs[i].bs, jobs[i].qd, mfi,
+		       median(fm, opt.reps));
+		if (opt.no_fio)
+			printf("– | – | – | ");
+		else
+			printf("%.0f | %.1f | %.2f | ", mgi, median(gm, opt.reps), mfi / mgi);
+		printf("%.3f | %.3f |\n", median(db, opt.reps), median(sg, opt.reps));
 		fflush(stdout);
 	}
 	unlink(opt.file);
