@@ -36,14 +36,19 @@ struct job_client {
 	const char *lost_hint;            /* added when the ferry process is lost */
 	void (*draw)(json_t *st, void *ctx);  /* redraws the progress line */
 	void *draw_ctx;
+	void (*summary)(json_t *st);      /* prints the completed job's summary */
+	size_t json_flags;                /* extra json_dumpf() flags for --json */
+	const char *failed_what;          /* "migration", "save": in the failure line */
+	/* The exit status of a final state other than "completed" (NULL: 1). */
+	int (*fail_status)(const char *state);
 };
 
-/* Sends the start command; 0, or an exit status after printing why not. */
-int job_client_start(int fd, const struct job_client *j, json_t *args);
-/* Polls until a final state, drawing progress on a terminal (and clearing the
- * line at the end) and sending the cancel command at the first SIGINT.  The
- * final query reply's "return" object (caller decrefs), or NULL after
- * printing an error. */
-json_t *job_client_follow(int fd, const struct job_client *j, bool tty);
+/*
+ * Connects to SOCKET, starts the job with args, follows it to a final state
+ * (redrawing progress on a terminal, sending the cancel command at the first
+ * SIGINT) and prints the summary, or with as_json the final figures.
+ * Returns the exit status: 0 once completed.
+ */
+int job_client_run(const char *socket, const struct job_client *j, json_t *args, bool as_json);
 
 #endif

@@ -169,20 +169,8 @@ static int parse_opts(int argc, char **argv, struct migrate_opts *o)
 	return 0;
 }
 
-static int finish(json_t *st, bool as_json)
+static int fail_status(const char *state)
 {
-	const char *state = json_string_value(json_object_get(st, "state"));
-	const char *err = json_string_value(json_object_get(st, "error"));
-
-	if (as_json) {
-		json_dumpf(st, stdout, JSON_INDENT(2) | CTL_JSON_REALS);
-		fputc('\n', stdout);
-	} else if (strcmp(state, "completed") == 0) {
-		print_summary(st);
-	}
-	if (strcmp(state, "completed") == 0)
-		return 0;
-	fprintf(stderr, "ferry migrate: migration %s: %s\n", state, err ? err : "no reason given");
 	return strcmp(state, "unconfirmed") == 0 ? EXIT_UNCONFIRMED : EXIT_RUNTIME;
 }
 
@@ -197,28 +185,13 @@ int cmd_migrate(int argc, char **argv)
 		.cancel = "migrate-cancel", .final_states = final,
 		.lost_hint = "; check the destination to see where the VM runs",
 		.draw = draw_progress, .draw_ctx = &eta_shown,
+		.summary = print_summary, .json_flags = CTL_JSON_REALS,
+		.failed_what = "migration", .fail_status = fail_status,
 	};
-	json_t *st;
-	int fd, rc;
+	int rc = parse_opts(argc, argv, &o);
 
-	rc = parse_opts(argc, argv, &o);
-	if (rc) {
-		json_decref(o.args);
-		return rc;
-	}
-	fd = ctl_connect(argv[optind]);
-	if (fd < 0) {
-		fprintf(stderr, "ferry migrate: %s\n", ferr_msg(fd));
-		json_decref(o.args);
-		return EXIT_RUNTIME;
-	}
-	rc = job_client_start(fd, &job, o.args);
+	if (!rc)
+		rc = job_client_run(argv[optind], &job, o.args, o.json);
 	json_decref(o.args);
-	if (!rc) {
-		st = job_client_follow(fd, &job, isatty(STDERR_FILENO));
-		rc = st ? finish(st, o.json) : EXIT_RUNTIME;
-		json_decref(st);
-	}
-	close(fd);
 	return rc;
 }

@@ -148,52 +148,20 @@ static int parse_opts(int argc, char **argv, json_t *args, bool *as_json)
 	return 0;
 }
 
-static int finish(json_t *st, bool as_json)
-{
-	const char *state = json_string_value(json_object_get(st, "state"));
-	const char *err = json_string_value(json_object_get(st, "error"));
-
-	if (as_json) {
-		json_dumpf(st, stdout, JSON_INDENT(2));
-		fputc('\n', stdout);
-	} else if (strcmp(state, "completed") == 0) {
-		print_summary(st);
-	}
-	if (strcmp(state, "completed") == 0)
-		return 0;
-	fprintf(stderr, "ferry save: save %s: %s\n", state, err ? err : "no reason given");
-	return EXIT_RUNTIME;
-}
-
 int cmd_save(int argc, char **argv)
 {
 	static const char *const final[] = { "completed", "failed", "cancelled", NULL };
 	static const struct job_client job = {
 		.cmd = "save", .start = "save", .query = "query-save", .cancel = "save-cancel",
-		.final_states = final, .draw = draw_progress,
+		.final_states = final, .draw = draw_progress, .summary = print_summary,
+		.failed_what = "save",
 	};
-	json_t *args = json_object(), *st;
+	json_t *args = json_object();
 	bool as_json = false;
-	int fd, rc;
+	int rc = parse_opts(argc, argv, args, &as_json);
 
-	rc = parse_opts(argc, argv, args, &as_json);
-	if (rc) {
-		json_decref(args);
-		return rc;
-	}
-	fd = ctl_connect(argv[optind]);
-	if (fd < 0) {
-		fprintf(stderr, "ferry save: %s\n", ferr_msg(fd));
-		json_decref(args);
-		return EXIT_RUNTIME;
-	}
-	rc = job_client_start(fd, &job, args);
+	if (!rc)
+		rc = job_client_run(argv[optind], &job, args, as_json);
 	json_decref(args);
-	if (!rc) {
-		st = job_client_follow(fd, &job, isatty(STDERR_FILENO));
-		rc = st ? finish(st, as_json) : EXIT_RUNTIME;
-		json_decref(st);
-	}
-	close(fd);
 	return rc;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../core/util.h"
 #include "cli.h"
@@ -42,7 +43,8 @@ static void send_cancel(int fd, const struct job_client *j)
 	json_decref(reply);
 }
 
-int job_client_start(int fd, const struct job_client *j, json_t *args)
+/* Sends the start command; 0, or an exit status after printing why not. */
+static int job_client_start(int fd, const struct job_client *j, json_t *args)
 {
 	json_t *reply = NULL, *err;
 	int rc = ctl_request(fd, j->start, args, &reply), status = 0;
@@ -61,7 +63,9 @@ int job_client_start(int fd, const struct job_client *j, json_t *args)
 	return status;
 }
 
-json_t *job_client_follow(int fd, const struct job_client *j, bool tty)
+/* Polls until a final state; the final query reply's "return" object
+ * (caller decrefs), or NULL after printing an error. */
+static json_t *job_client_follow(int fd, const struct job_client *j, bool tty)
 {
 	struct sigaction sa = { .sa_handler = on_sigint };
 	bool cancel_sent = false;
@@ -107,4 +111,41 @@ json_t *job_client_follow(int fd, const struct job_client *j, bool tty)
 	}
 	json_decref(reply);
 	return NULL;
+}
+
+static int finish(const struct job_client *j, json_t *st, bool as_json)
+{
+	const char *state = json_string_value(json_object_get(st, "state"));
+	const char *err = json_string_value(json_object_get(st, "error"));
+
+	if (as_json) {
+		json_dumpf(st, stdout, JSON_INDENT(2) | j->json_flags);
+		fputc('\n', stdout);
+	} else if (strcmp(state, "completed") == 0) {
+		j->summary(st);
+	}
+	if (strcmp(state, "completed") == 0)
+		return 0;
+	fprintf(stderr, "ferry %s: %s %s: %s\n", j->cmd, j->failed_what, state,
+		err ? err : "no reason given");
+	return j->fail_status ? j->fail_status(state) : EXIT_RUNTIME;
+}
+
+int job_client_run(const char *socket, const struct job_client *j, json_t *args, bool as_json)
+{
+	int fd = ctl_connect(socket), rc;
+	json_t *st;
+
+	if (fd < 0) {
+		fprintf(stderr, "ferry %s: %s\n", j->cmd, ferr_msg(fd));
+		return EXIT_RUNTIME;
+	}
+	rc = job_client_start(fd, j, args);
+	if (!rc) {
+		st = job_client_follow(fd, j, isatty(STDERR_FILENO));
+		rc = st ? finish(j, st, as_json) : EXIT_RUNTIME;
+		json_decref(st);
+	}
+	close(fd);
+	return rc;
 }
