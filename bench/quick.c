@@ -48,7 +48,7 @@
 
 struct row {
 	uint64_t save_ns[MAX_REPS], dd_ns[MAX_REPS], written[MAX_REPS], sync_ns[MAX_REPS];
-	uint64_t eager_ns[MAX_REPS], cold_ns[MAX_REPS], create_ns[MAX_REPS];
+	uint64_t eager_ns[MAX_REPS], cold_ns[MAX_REPS];
 	uint64_t lazy_ns[MAX_REPS], lazy_load_ns[MAX_REPS], lazy_create_ns[MAX_REPS];
 	uint64_t lazy_cold_ns[MAX_REPS];
 	uint64_t lazy_done_ns[MAX_REPS], lazy_open_ns[MAX_REPS], lazy_attach_ns[MAX_REPS];
@@ -186,18 +186,13 @@ static struct sf_file *open_file(const char *path)
 	return f;
 }
 
-static uint64_t restore_eager(const char *path, uint64_t mem, const uint64_t *want, bool check,
-			      uint64_t *create_ns)
+static uint64_t restore_eager(const char *path, uint64_t mem, const uint64_t *want, bool check)
 {
-	uint64_t t0 = now_ns(), t1;
+	uint64_t t0 = now_ns();
 	struct sf_file *f = open_file(path);
-	struct vm *vm;
-	int rc;
+	struct vm *vm = new_vm(mem);
+	int rc = sf_check_vm(f, vm);
 
-	t1 = now_ns();
-	vm = new_vm(mem);
-	*create_ns = now_ns() - t1;
-	rc = sf_check_vm(f, vm);
 	if (!rc)
 		rc = sf_load_ram(f, &vm->mem, 2);
 	if (!rc)
@@ -321,11 +316,10 @@ static void run_case(uint64_t mem, const char *content, unsigned reps, const cha
 	run_dd(dir, 256ull << 20);
 	for (unsigned i = 0; i < reps; i++) {
 		struct sf_progress pr = { 0 };
+		uint64_t t0;
 
 		fprintf(stderr, "bench/quick: %s RAM, %s: repetition %u of %u\n",
 			fmt_size(sz, sizeof(sz), mem), content, i + 1, reps);
-		uint64_t t0 = now_ns();
-
 		/* Alternate which of the two writes first. */
 		if (i % 2)
 			r.dd_ns[i] = run_dd(dir, r.written[0]);
@@ -342,12 +336,12 @@ static void run_case(uint64_t mem, const char *content, unsigned reps, const cha
 		 * just freed gigabytes, which the kernel is still putting away. */
 		warm_cache(path);
 		settle();
-		r.eager_ns[i] = restore_eager(path, mem, want, i == 0, &r.create_ns[i]);
+		r.eager_ns[i] = restore_eager(path, mem, want, i == 0);
 		settle();
 		restore_lazy(path, mem, want, i == 0, &r, i, false);
 		drop_cache(path);
 		settle();
-		r.cold_ns[i] = restore_eager(path, mem, want, false, &r.create_ns[i]);
+		r.cold_ns[i] = restore_eager(path, mem, want, false);
 		drop_cache(path);
 		settle();
 		restore_lazy(path, mem, want, false, &r, i, true);
