@@ -155,3 +155,32 @@ wait_guest_progress() {
 	done
 	fail "the guest behind $1 never reported $2 >= $3"
 }
+
+# wait_file FILE PATTERN [SECONDS]: waits up to SECONDS (20) for PATTERN in
+# FILE; on failure shows the file.
+wait_file() {
+	local i
+	for i in $(seq 1 $((${3:-20} * 20))); do
+		grep -Eq -- "$2" "$1" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	sed 's/^/    | /' "$1" >&2 2>/dev/null
+	fail "$1 never showed /$2/"
+}
+
+# disk_ops SOCKET: reads + writes of the VM's synthetic disk so far.
+disk_ops() {
+	ctl "$1" query-vsp | jq -er '.channels[] | select(.type == "storage") | .writes + .reads'
+}
+
+# wait_disk_io SOCKET N: waits up to 5 s for N more disk requests than now.
+wait_disk_io() {
+	local i w1 w2
+	w1=$(disk_ops "$1")
+	for i in $(seq 1 100); do
+		w2=$(disk_ops "$1")
+		[ "$w2" -gt $((w1 + $2)) ] && return 0
+		sleep 0.05
+	done
+	fail "no disk I/O behind $1 ($w1 -> $w2)"
+}

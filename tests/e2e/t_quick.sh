@@ -232,35 +232,20 @@ test_migrate_a_lazily_restored_vm() {
 	guest_verifies dst 2
 }
 
-# wait_file FILE PATTERN: waits up to 10 s for PATTERN in FILE.
-wait_file() {
-	local i
-	for i in $(seq 1 200); do
-		grep -Eq -- "$2" "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	fail "$1 never showed /$2/: $(cat "$1" 2>/dev/null)"
-}
-
-# storage_ops SOCKET: reads + writes of the synthetic disk so far.
-storage_ops() {
-	ctl "$1" query-vsp | jq -er '.channels[] | select(.type == "storage") | .writes + .reads'
-}
-
 test_save_and_restore_the_device_programs() {
 	# echo: the console channel, open across the save, answers on the copy.
 	start_ferry src run --guest echo --control "$T/src.sock" --console "$T/c1"
 	wait_socket "$T/src.sock"
-	wait_file "$T/c1" "echo: ready"
+	wait_file "$T/c1" "echo: ready" 10
 	ctl "$T/src.sock" console-send data=$'before\n' >/dev/null
-	wait_file "$T/c1" "^echo: before$"
+	wait_file "$T/c1" "^echo: before$" 10
 	save_ok "$T/src.sock" "$T/echo.save"
 	ctl "$T/src.sock" quit >/dev/null
 	expect_exit src 0
 	start_ferry dst run --restore "$T/echo.save" --lazy --control "$T/dst.sock" --console "$T/c2"
 	wait_socket "$T/dst.sock"
 	ctl "$T/dst.sock" console-send data=$'after\n' >/dev/null
-	wait_file "$T/c2" "^echo: after$"
+	wait_file "$T/c2" "^echo: after$" 10
 	ctl "$T/dst.sock" console-send data=$'quit\n' >/dev/null
 	expect_exit dst 0
 	grep -q "echo: done, 2 lines echoed" "$T/c2" || fail "echo lost a line: $(cat "$T/c2")"
@@ -268,9 +253,9 @@ test_save_and_restore_the_device_programs() {
 	# disk: requests in flight at the save are issued again after the restore.
 	truncate -s 32M "$T/disk.img"
 	start_src src --guest disk --disk "$T/disk.img" --mem 128M --guest-arg size=8M
-	local i w
+	local i
 	for i in $(seq 1 100); do
-		[ "$(storage_ops "$T/src.sock")" -gt 3000 ] && break
+		[ "$(disk_ops "$T/src.sock")" -gt 3000 ] && break
 		sleep 0.05
 	done
 	save_ok "$T/src.sock" "$T/disk.save"
@@ -279,12 +264,7 @@ test_save_and_restore_the_device_programs() {
 	expect_status 1 ferry run --restore "$T/disk.save"
 	expect_output "holds a device 'vsp-storage0' that this VM lacks"
 	start_restore dst "$T/disk.save" --disk "$T/disk.img"
-	for i in $(seq 1 100); do
-		w=$(storage_ops "$T/dst.sock")
-		[ "$w" -gt 2000 ] && break
-		sleep 0.05
-	done
-	[ "$w" -gt 2000 ] || fail "no disk I/O after the restore ($w)"
+	wait_disk_io "$T/dst.sock" 2000
 	guest_verifies dst 1
 	grep -Eq '^disk: verified 2048 blocks of 4096 bytes \([1-9][0-9]* passes' "$T/dst.log" ||
 		fail "no full pass: $(cat "$T/dst.log")"

@@ -9,13 +9,7 @@ mkdisk() {
 
 # wait_log NAME PATTERN: waits up to 20 s for PATTERN in $T/NAME.log.
 wait_log() {
-	local i
-	for i in $(seq 1 400); do
-		grep -Eq -- "$2" "$T/$1.log" && return 0
-		sleep 0.05
-	done
-	sed 's/^/    | /' "$T/$1.log" >&2
-	fail "$1 never printed /$2/"
+	wait_file "$T/$1.log" "$2"
 }
 
 # vsp SOCKET FILTER: query-vsp through a jq filter on the channel list.
@@ -102,13 +96,7 @@ test_live_migration_in_the_middle_of_disk() {
 	expect_output "^migration completed"
 	expect_exit src 0
 	# The program goes on on the destination, with the channel still open.
-	w1=$(vsp "$T/dst.sock" 'select(.type == "storage") | .writes + .reads')
-	for i in $(seq 1 100); do
-		w2=$(vsp "$T/dst.sock" 'select(.type == "storage") | .writes + .reads')
-		[ "$w2" -gt $((w1 + 2000)) ] && break
-		sleep 0.05
-	done
-	[ "$w2" -gt $((w1 + 2000)) ] || fail "no disk I/O on the destination ($w1 -> $w2)"
+	wait_disk_io "$T/dst.sock" 2000
 	vsp "$T/dst.sock" 'select(.type == "storage") | .state == "open" and .errors == 0' >/dev/null
 	vsp "$T/dst.sock" 'select(.type == "heartbeat") | .health == "healthy"' >/dev/null
 	guest_verifies dst 1
@@ -147,13 +135,7 @@ test_quick_migration_in_the_middle_of_disk() {
 		# shellcheck disable=SC2086
 		start_ferry dst run --restore "$T/vm.save" --disk "$T/disk.img" --control "$T/dst.sock" $mode
 		wait_socket "$T/dst.sock"
-		w1=$(vsp "$T/dst.sock" 'select(.type == "storage") | .writes + .reads')
-		for i in $(seq 1 100); do
-			w2=$(vsp "$T/dst.sock" 'select(.type == "storage") | .writes + .reads')
-			[ "$w2" -gt $((w1 + 2000)) ] && break
-			sleep 0.05
-		done
-		[ "$w2" -gt $((w1 + 2000)) ] || fail "no disk I/O after the restore ($w1 -> $w2)"
+		wait_disk_io "$T/dst.sock" 2000
 		vsp "$T/dst.sock" 'select(.type == "storage") | .state == "open" and .errors == 0' >/dev/null
 		guest_verifies dst 1
 		rm -f "$T/vm.save"
