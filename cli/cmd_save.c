@@ -141,7 +141,8 @@ static int parse_opts(int argc, char **argv, json_t *args, bool *as_json)
 		}
 	}
 	if (argc - optind != 2)
-		return usage_error("save", "usage: ferry save SOCKET FILE [--resume] [--json]");
+		return usage_error("save", "usage: ferry save SOCKET FILE [--resume] "
+				   "[--max-bandwidth RATE] [--json]");
 	if (!argv[optind + 1][0] || absolute_path(argv[optind + 1], path, sizeof(path)) < 0)
 		return usage_error("save", "'%s' is not a usable file name", argv[optind + 1]);
 	json_object_set_new(args, "file", json_string(path));
