@@ -206,6 +206,53 @@ static int create_vcpus(struct vm *vm)
 	return 0;
 }
 
+/*
+ * Registering guest RAM with KVM is the slowest step of creating a VM on a
+ * shadow-paging host: KVM allocates and clears the reverse map for every
+ * page of the slot (4-7 ms per VM here, docs/performance.md).  Nothing
+ * else vm_create() does needs the slot, so it runs on a thread of its own
+ * while the vCPUs are created, and vm_create() waits for it before it
+ * returns.
+ */
+struct ram_slot {
+	pthread_t thread;
+	bool started;
+	int vm_fd;
+	struct kvm_userspace_memory_region region;
+	int err;
+};
+
+static void *ram_slot_thread(void *arg)
+{
+	struct ram_slot *s = arg;
+
+	s->err = ioctl(s->vm_fd, KVM_SET_USER_MEMORY_REGION, &s->region) < 0 ? errno : 0;
+	return NULL;
+}
+
+static void ram_slot_start(struct ram_slot *s, const struct vm *vm)
+{
+	s->vm_fd = vm->fd;
+	s->region = (struct kvm_userspace_memory_region){
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = vm->mem.size,
+		.userspace_addr = (uintptr_t)vm->mem.hva,
+	};
+	s->err = 0;
+	s->started = pthread_create(&s->thread, NULL, ram_slot_thread, s) == 0;
+	if (!s->started)
+		ram_slot_thread(s);
+}
+
+/* Waits for the registration, if it runs on its own thread. */
+static void ram_slot_wait(struct ram_slot *s)
+{
+	if (s->started)
+		pthread_join(s->thread, NULL);
+	s->started = false;
+}
+
 static int validate_config(const struct vm_config *cfg, int max_vcpus)
 {
 	char a[32], b[32];
@@ -227,7 +274,7 @@ static int validate_config(const struct vm_config *cfg, int max_vcpus)
 
 int vm_create(struct vm **out, const struct vm_config *cfg)
 {
-	struct kvm_userspace_memory_region slot;
+	struct ram_slot slot = { .started = false };
 	pthread_condattr_t ca;
 	struct vm *vm;
 	int rc;
@@ -290,6 +337,10 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 		rc = ferr_sys(errno, "KVM_CREATE_IRQCHIP failed");
 		goto fail;
 	}
+	rc = gmem_create(&vm->mem, cfg->mem_size);
+	if (rc)
+		goto fail;
+	ram_slot_start(&slot, vm);
 	rc = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (rc < (int)sizeof(struct kvm_run)) {
 		rc = ferr_sys(errno, "KVM_GET_VCPU_MMAP_SIZE failed");
@@ -308,19 +359,6 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	if (rc)
 		goto fail;
 
-	rc = gmem_create(&vm->mem, cfg->mem_size);
-	if (rc)
-		goto fail;
-	slot = (struct kvm_userspace_memory_region){
-		.slot = 0,
-		.guest_phys_addr = 0,
-		.memory_size = vm->mem.size,
-		.userspace_addr = (uintptr_t)vm->mem.hva,
-	};
-	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
-		rc = ferr_sys(errno, "cannot register guest RAM with KVM");
-		goto fail;
-	}
 	rc = vm_register_core_ports(vm);
 	if (rc)
 		goto fail;
@@ -330,10 +368,16 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	rc = vm_exec_all(vm, vcpu_init, NULL);
 	if (rc)
 		goto fail;
+	ram_slot_wait(&slot);
+	if (slot.err) {
+		rc = ferr_sys(slot.err, "cannot register guest RAM with KVM");
+		goto fail;
+	}
 	*out = vm;
 	return 0;
 
 fail:
+	ram_slot_wait(&slot);
 	vm_destroy(vm);
 	return rc;
 }
