@@ -52,6 +52,7 @@ struct row {
 	uint64_t lazy_ns[MAX_REPS], lazy_load_ns[MAX_REPS], lazy_create_ns[MAX_REPS];
 	uint64_t lazy_cold_ns[MAX_REPS];
 	uint64_t lazy_done_ns[MAX_REPS], lazy_open_ns[MAX_REPS], lazy_attach_ns[MAX_REPS];
+	uint64_t lazy_state_ns[MAX_REPS];
 };
 
 static int cmp_u64(const void *a, const void *b)
@@ -266,6 +267,7 @@ static void restore_lazy(const char *path, uint64_t mem, const uint64_t *want, b
 		r->lazy_open_ns[rep] = t_open - t0;
 		r->lazy_create_ns[rep] = t_create - t_open;
 		r->lazy_attach_ns[rep] = t_attach - t_create;
+		r->lazy_state_ns[rep] = t_start - t_attach;
 		r->lazy_load_ns[rep] = t_start - t0;
 		r->lazy_done_ns[rep] = now_ns() - t0;
 	}
@@ -352,13 +354,13 @@ static void run_case(uint64_t mem, const char *content, unsigned reps, const cha
 	free(want);
 	fmt_size(sz, sizeof(sz), mem);
 	printf("| %s | %s | %.1f | %.1f (fsync %.1f) | %.0f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.2f | "
-	       "%.2f, %.2f, %.2f | %.2f | %.1f | %.2f |\n", sz, content, r.written[0] / 1048576.0, med_ms(r.save_ns, reps),
+	       "%.2f, %.2f, %.2f, %.2f | %.2f | %.1f | %.2f |\n", sz, content, r.written[0] / 1048576.0, med_ms(r.save_ns, reps),
 	       med_ms(r.sync_ns, reps),
 	       r.written[0] / 1048576.0 / (med_ms(r.save_ns, reps) / 1e3), med_ms(r.dd_ns, reps),
 	       r.written[0] / 1048576.0 / (med_ms(r.dd_ns, reps) / 1e3),
 	       100.0 * med_ms(r.dd_ns, reps) / med_ms(r.save_ns, reps), med_ms(r.eager_ns, reps),
 	       med_ms(r.cold_ns, reps), med_ms(r.lazy_ns, reps), med_ms(r.lazy_open_ns, reps),
-	       med_ms(r.lazy_create_ns, reps), med_ms(r.lazy_attach_ns, reps),
+	       med_ms(r.lazy_create_ns, reps), med_ms(r.lazy_attach_ns, reps), med_ms(r.lazy_state_ns, reps),
 	       med_ms(r.lazy_load_ns, reps), med_ms(r.lazy_done_ns, reps), med_ms(r.lazy_cold_ns, reps));
 	fflush(stdout);
 }
@@ -388,7 +390,7 @@ int main(int argc, char **argv)
 	}
 	printf("| RAM | content | MiB written | save ms | save MiB/s | dd ms | dd MiB/s | "
 	       "save/dd throughput | eager restore ms (warm) | eager restore ms (cold) | lazy: first "
-	       "instruction ms (warm) | of which: open, vm_create, attach ms | lazy: vm_start at ms | lazy: all in ms | lazy: first instruction ms (cold) |\n");
+	       "instruction ms (warm) | of which: open, vm_create, attach, state+start ms | lazy: vm_start at ms | lazy: all in ms | lazy: first instruction ms (cold) |\n");
 	printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 	snprintf(list, sizeof(list), "%s", sizes);
 	for (char *s = strtok_r(list, ",", &save1); s; s = strtok_r(NULL, ",", &save1)) {
