@@ -1,8 +1,9 @@
 /*
  * `ferry inspect FILE [--json] [--no-ram]`: what a save file holds and
  * whether it is whole.  It prints the preamble, every section with its
- * offset, size and checksum status, the VM it describes, the RAM map, and
- * (unless --no-ram) checks every RAM block against its checksum.  A file
+ * offset, size and checksum status, the VM it describes, the RAM map and
+ * the hot pieces, and (unless --no-ram) checks every RAM block and every hot
+ * piece against its checksum.  A file
  * that fails a check is shown as far as it could be read, followed by the
  * error: the tool to reach for when a restore fails.  Exits 0 only when
  * everything checks out.
@@ -24,10 +25,10 @@ static const char inspect_usage[] =
 	"usage: ferry inspect FILE [--json] [--no-ram]\n"
 	"\n"
 	"Shows what a save file (from `ferry save`) holds and checks it: the header,\n"
-	"every section with its size and checksum, and every RAM block.\n"
+	"every section with its size and checksum, every RAM block and every hot piece.\n"
 	"\n"
 	"  --json     print it all as one JSON object\n"
-	"  --no-ram   do not read the RAM blocks (the rest is still checked)\n"
+	"  --no-ram   do not read RAM (the rest is still checked)\n"
 	"\n"
 	"Exit status: 0 the file is whole; 1 it is not (the error says why); 2 usage.\n";
 
@@ -35,6 +36,7 @@ struct ram_check {
 	uint64_t checked;
 	uint64_t bad;
 	uint32_t bad_blocks[MAX_BAD_SHOWN];
+	unsigned hot_bad;               /* HOT_PIECES entries that fail */
 	char first_error[512];
 };
 
@@ -59,6 +61,15 @@ static void check_ram(const struct sf_file *f, struct ram_check *rc)
 		if (rc->bad < MAX_BAD_SHOWN)
 			rc->bad_blocks[rc->bad] = b;
 		rc->bad++;
+	}
+	for (unsigned i = 0; i < f->nhot; i++) {
+		int err = sf_read_hot_piece(f, i, buf);
+
+		if (!err)
+			continue;
+		if (!rc->bad && !rc->hot_bad)
+			snprintf(rc->first_error, sizeof(rc->first_error), "%s", ferr_msg(err));
+		rc->hot_bad++;
 	}
 	free(buf);
 }
@@ -118,6 +129,17 @@ static json_t *to_json(const struct sf_file *f, const struct ram_check *rc, bool
 		}
 		json_object_set_new(o, "ram", ram);
 	}
+	if (f->have_hot) {
+		json_t *hot = json_object(), *list = json_array();
+
+		for (unsigned i = 0; i < f->nhot; i++)
+			json_array_append_new(list, json_integer((json_int_t)f->hot_gpa[i]));
+		json_object_set_new(hot, "piece_size", json_integer(SF_PIECE_SIZE));
+		json_object_set_new(hot, "pieces", list);
+		if (ram_checked)
+			json_object_set_new(hot, "bad_pieces", json_integer(rc->hot_bad));
+		json_object_set_new(o, "hot", hot);
+	}
 	return o;
 }
 
@@ -158,7 +180,15 @@ static void print_text(const struct sf_file *f, const struct ram_check *rc, bool
 		       fmt_size(b, sizeof(b), f->stored_pages * GMEM_PAGE_SIZE),
 		       (unsigned long long)(f->nblocks - f->data_blocks));
 	}
+	if (f->have_hot)
+		printf("hot:      %u pieces of %s that the vCPUs touch first (HOT_PIECES)\n", f->nhot,
+		       fmt_size(a, sizeof(a), SF_PIECE_SIZE));
 	if (ram_checked) {
+		if (f->nhot && !rc->hot_bad)
+			printf("checked:  all %u hot pieces match their checksums\n", f->nhot);
+		else if (f->nhot)
+			printf("checked:  %u of %u hot pieces fail their checksums\n", rc->hot_bad,
+			       f->nhot);
 		if (!rc->bad) {
 			printf("checked:  all %llu RAM blocks match their checksums\n",
 			       (unsigned long long)rc->checked);
@@ -215,7 +245,7 @@ int cmd_inspect(int argc, char **argv)
 	} else if (!no_ram) {
 		check_ram(f, &rc);
 		ram_checked = true;
-		if (rc.bad)
+		if (rc.bad || rc.hot_bad)
 			snprintf(error, sizeof(error), "%s", rc.first_error);
 	}
 	if (as_json) {

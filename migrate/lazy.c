@@ -222,12 +222,14 @@ static int serve_faults(struct sf_lazy *lz)
 
 /*
  * Before the VM exists: the verified piece holding page p, read if need be.
- * Each block is checked through SF_PIECE_SIZE bytes at a time, and only the
- * pieces of hot pages are kept.  The block buffers stay untouched until the
- * VM runs: their first use faults in 2 MiB of fresh memory (costly on this
- * host, and a huge page may first need compaction), which on this path
- * delayed the first guest instruction by up to 30 ms.  NULL with *rc == 0
- * once the store is full: the walk is a hint and may stop there.
+ * A piece the file lists in HOT_PIECES is read alone and checked against
+ * its own checksum.  Any other (a file without the section, or a walk that
+ * strays from the writer's) is checked with its whole block, read
+ * SF_PIECE_SIZE bytes at a time.  The block buffers stay untouched until
+ * the VM runs: their first use faults in 2 MiB of fresh memory (costly on
+ * this host, and a huge page may first need compaction), which on this
+ * path delayed the first guest instruction by up to 30 ms.  NULL with
+ * *rc == 0 once the store is full: the walk is a hint and may stop there.
  */
 _Static_assert(FAULT_PAGES * GMEM_PAGE_SIZE == SF_PIECE_SIZE,
 	       "a hot piece is what a fault copies in");
@@ -236,6 +238,7 @@ static const uint8_t *hot_piece(struct sf_lazy *lz, uint64_t p, int *rc)
 {
 	uint64_t first = p / FAULT_PAGES * FAULT_PAGES;
 	struct hot_piece *hp;
+	int listed;
 
 	for (unsigned i = 0; i < lz->npieces; i++)
 		if (lz->pieces[i].first == first)
@@ -248,14 +251,18 @@ static const uint8_t *hot_piece(struct sf_lazy *lz, uint64_t p, int *rc)
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	*rc = sf_read_block_piece(lz->f, (uint32_t)(p / SF_BLOCK_PAGES),
-				  (uint32_t)(first % SF_BLOCK_PAGES / FAULT_PAGES), hp->buf);
+	listed = sf_hot_find(lz->f, first << GMEM_PAGE_SHIFT);
+	if (listed >= 0)
+		*rc = sf_read_hot_piece(lz->f, (unsigned)listed, hp->buf);
+	else
+		*rc = sf_read_block_piece(lz->f, (uint32_t)(p / SF_BLOCK_PAGES),
+					  (uint32_t)(first % SF_BLOCK_PAGES / FAULT_PAGES), hp->buf);
 	if (*rc) {
 		free(hp->buf);
 		hp->buf = NULL;
 		return NULL;
 	}
-	atomic_fetch_add(&lz->hot_read_bytes, SF_BLOCK_SIZE);
+	atomic_fetch_add(&lz->hot_read_bytes, listed >= 0 ? SF_PIECE_SIZE : SF_BLOCK_SIZE);
 	hp->first = first;
 	lz->npieces++;
 	return hp->buf;
@@ -368,7 +375,8 @@ static int poll_timeout(struct sf_lazy *lz, bool more)
 /* Phase 1: the hot blocks, then wait for attach.  False: stop now. */
 static bool prepare(struct sf_lazy *lz)
 {
-	int rc = sf_hot_pages(lz->f, hot_page, lz, lz->hot, MAX_HOT);
+	int rc = sf_hot_pages(&lz->f->st, lz->f->desc.ncpus, lz->f->ram_size, hot_page, lz, lz->hot,
+			      MAX_HOT);
 	bool go;
 
 	/* The walk read the tables; read and check the pages' own blocks too. */

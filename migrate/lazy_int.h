@@ -1,7 +1,8 @@
 /*
  * Inside the lazy loader (lazy.c: the loader thread; lazy_setup.c: its
- * creation, userfaultfd and the calls other threads make; lazy_hot.c: the
- * pages a restored vCPU needs first).  Not for use outside migrate/lazy*.
+ * creation, userfaultfd and the calls other threads make; the pages a
+ * restored vCPU needs first are found by savefile_hot.c).  Not for use
+ * outside migrate/lazy*.
  */
 #ifndef FERRY_MIG_LAZY_INT_H
 #define FERRY_MIG_LAZY_INT_H
@@ -80,15 +81,5 @@ void *sf_lazy_thread(void *arg);
 int sf_lazy_copy_hot(struct sf_lazy *lz);
 /* Frees the hot pieces (sf_lazy_copy_hot() does it too). */
 void sf_lazy_free_hot(struct sf_lazy *lz);
-
-/*
- * Fills out[max] with the guest-physical pages the saved vCPUs touch first:
- * the page-table walk for each one's RIP and RSP and the pages they land
- * on (lazy_hot.c).  page(opaque, gpa) returns the verified contents of a
- * page, or NULL (and *rc) on failure.  Returns how many, or -errno.
- */
-typedef const uint8_t *(*sf_page_fn)(void *opaque, uint64_t gpa, int *rc);
-int sf_hot_pages(const struct sf_file *f, sf_page_fn page, void *opaque, uint64_t *out,
-		 unsigned max);
 
 #endif

@@ -11,6 +11,9 @@
  *   VM_STATE      kvmclock and irqchips
  *   VCPU_STATE    one per vCPU, id = index, in order
  *   DEVICE        one per registered device (name[32] + the device's bytes)
+ *   HOT_PIECES    optional: the 64 KiB pieces of RAM the saved vCPUs touch
+ *                 first (page tables, code, stack), each with its XXH3-64,
+ *                 so a lazy restore can check them without whole blocks
  *   RAM_MAP       where the RAM area is, and per 2 MiB block: stored pages
  *                 and the XXH3-64 of the block's bytes
  *   zero padding  up to the RAM area's page-aligned offset
@@ -47,6 +50,10 @@
 #define SF_END_PAYLOAD 16u
 #define SF_CSUM_XXH3 1u
 #define SF_BLOCK_DATA 0x1u               /* the block has pages stored in the file */
+#define SF_HOT_VERSION 1u
+#define SF_HOT_MAX 64u                   /* pieces a HOT_PIECES section may list */
+#define SF_HOT_HDR_SIZE 8u
+#define SF_HOT_ENTRY_SIZE 16u
 #define SF_MAX_SECTIONS 128u
 
 /* Prefixes this thread's last message ("prefix: message"); returns -|rc|. */
@@ -164,6 +171,10 @@ struct sf_file {
 	uint16_t *block_pages;          /* pages stored per block; 0: all zero */
 	uint64_t *block_csum;
 	uint64_t data_blocks, stored_pages;
+	/* HOT_PIECES, if the file has one: piece addresses, ascending */
+	bool have_hot;
+	unsigned nhot;
+	uint64_t hot_gpa[SF_HOT_MAX], hot_csum[SF_HOT_MAX];
 	bool have_end;
 	/* What was read, in file order (for `ferry inspect`). */
 	struct sf_section_info sec[SF_MAX_SECTIONS];
@@ -179,6 +190,12 @@ struct sf_file *sf_alloc(void);
  */
 int sf_load(struct sf_file *f, const char *path);
 void sf_free(struct sf_file *f);
+
+/*
+ * Reads exactly len bytes at off; a short file is reported as truncation
+ * "inside <what>".  Any thread (pread only).
+ */
+int sf_read_at(const struct sf_file *f, void *buf, size_t len, uint64_t off, const char *what);
 
 /* Guest-physical range of block b. */
 static inline uint64_t sf_block_gpa(uint32_t b)
@@ -203,6 +220,27 @@ int sf_read_block_piece(const struct sf_file *f, uint32_t b, uint32_t piece, uin
 
 /* XXH3-64 of an all-zero block (what a block without data must carry). */
 uint64_t sf_zero_block_csum(void);
+
+/* ---- the pieces a restored VM touches first (savefile_hot.c) ---- */
+
+/*
+ * Fills out[max] with the guest-physical pages the saved vCPUs touch first:
+ * the page-table walk for each one's RIP and RSP and the pages they land
+ * on.  page(opaque, gpa) returns the contents of a page (trusted: the
+ * caller has checked it), or NULL and *rc on failure.  Returns how many
+ * (at most max), or -errno.
+ */
+typedef const uint8_t *(*sf_page_fn)(void *opaque, uint64_t gpa, int *rc);
+int sf_hot_pages(const struct vm_state *st, unsigned ncpus, uint64_t ram_size, sf_page_fn page,
+		 void *opaque, uint64_t *out, unsigned max);
+/* The distinct SF_PIECE_SIZE pieces holding pages[n], ascending; returns how many. */
+unsigned sf_hot_pieces_of(const uint64_t *pages, unsigned n, uint64_t *pieces);
+/* Index in f->hot_gpa of the piece holding gpa, or -1. */
+int sf_hot_find(const struct sf_file *f, uint64_t gpa);
+/* Reads HOT_PIECES entry i into out (SF_PIECE_SIZE bytes) and checks it. */
+int sf_read_hot_piece(const struct sf_file *f, unsigned i, uint8_t *out);
+/* Checks every listed piece against guest RAM at ram (after an eager load). */
+int sf_check_hot_ram(const struct sf_file *f, const uint8_t *ram);
 
 /* ---- restoring (savefile_restore.c) ---- */
 

@@ -80,9 +80,7 @@ void sf_free(struct sf_file *f)
 	free(f);
 }
 
-/* Reads exactly len bytes at off; a short file is reported as truncation. */
-static int read_at(const struct sf_file *f, void *buf, size_t len, uint64_t off,
-		   const char *what)
+int sf_read_at(const struct sf_file *f, void *buf, size_t len, uint64_t off, const char *what)
 {
 	uint8_t *p = buf;
 
@@ -112,7 +110,7 @@ static int check_preamble(struct sf_file *f)
 	if (f->file_size < MIG_PREAMBLE_SIZE)
 		return ferr(EBADMSG, "%s is truncated: %llu bytes, less than the %u-byte preamble",
 			    f->path, (unsigned long long)f->file_size, MIG_PREAMBLE_SIZE);
-	rc = read_at(f, pre, sizeof(pre), 0, "the preamble");
+	rc = sf_read_at(f, pre, sizeof(pre), 0, "the preamble");
 	if (rc)
 		return rc;
 	if (memcmp(pre, MIG_MAGIC, 8) != 0)
@@ -151,7 +149,7 @@ static int read_section(struct sf_file *f, uint64_t *off, struct mig_section *s,
 			    "header at byte %llu", f->path, (unsigned long long)f->file_size,
 			    (unsigned long long)*off);
 	}
-	rc = read_at(f, hdr, sizeof(hdr), *off, "a section header");
+	rc = sf_read_at(f, hdr, sizeof(hdr), *off, "a section header");
 	if (rc)
 		return rc;
 	if (get_le32(hdr + 28) != mig_csum32(hdr, 28))
@@ -169,7 +167,7 @@ static int read_section(struct sf_file *f, uint64_t *off, struct mig_section *s,
 	if (!dbuf_reserve(buf, s->length))
 		return -ENOMEM;
 	snprintf(what, sizeof(what), "the %s section", mig_section_name(s->type));
-	rc = read_at(f, buf->data, s->length, *off + MIG_SECTION_HDR_SIZE, what);
+	rc = sf_read_at(f, buf->data, s->length, *off + MIG_SECTION_HDR_SIZE, what);
 	if (rc)
 		return rc;
 	buf->len = s->length;
@@ -278,6 +276,40 @@ static int take_map(struct sf_file *f, const struct dbuf *b, uint64_t off)
 	return 0;
 }
 
+/*
+ * HOT_PIECES: u32 piece size, u32 count, then per piece u64 guest-physical
+ * address and u64 XXH3-64 of its bytes as restored.  A hint, but it comes
+ * from outside: every field is checked, and a bad one refuses the file.
+ */
+static int take_hot(struct sf_file *f, const struct dbuf *b, uint64_t off)
+{
+	struct dreader r;
+	uint32_t piece_size, count;
+
+	dreader_init(&r, b->data, b->len);
+	piece_size = dreader_le32(&r);
+	count = dreader_le32(&r);
+	if (!dreader_ok(&r) || piece_size != SF_PIECE_SIZE || count > SF_HOT_MAX ||
+	    r.left != (size_t)count * SF_HOT_ENTRY_SIZE)
+		return ferr(EBADMSG, "%s: the HOT_PIECES section at byte %llu is malformed (%zu "
+			    "bytes; it must list at most %u pieces of %u bytes, 16 bytes each)",
+			    f->path, (unsigned long long)off, b->len, SF_HOT_MAX, SF_PIECE_SIZE);
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t gpa = dreader_le64(&r);
+
+		f->hot_csum[i] = dreader_le64(&r);
+		if (gpa % SF_PIECE_SIZE || gpa >= f->desc.mem_size ||
+		    (i && gpa <= f->hot_gpa[i - 1]))
+			return ferr(EBADMSG, "%s: HOT_PIECES entry %u (guest-physical %#llx) is not "
+				    "the start of a piece of guest RAM after the entry before it",
+				    f->path, i, (unsigned long long)gpa);
+		f->hot_gpa[i] = gpa;
+	}
+	f->nhot = count;
+	f->have_hot = true;
+	return 0;
+}
+
 /* After the RAM map: its padding, the RAM area, END and nothing more. */
 static int check_tail(struct sf_file *f, uint64_t map_end)
 {
@@ -298,7 +330,7 @@ static int check_tail(struct sf_file *f, uint64_t map_end)
 			    "(bytes %llu to %llu); the END section is missing", f->path,
 			    (unsigned long long)f->file_size, (unsigned long long)f->ram_off,
 			    (unsigned long long)end_off);
-	rc = read_at(f, pad, want_off - map_end, map_end, "the padding before the RAM area");
+	rc = sf_read_at(f, pad, want_off - map_end, map_end, "the padding before the RAM area");
 	if (rc)
 		return rc;
 	for (uint64_t i = 0; i < want_off - map_end; i++)
@@ -399,6 +431,15 @@ static int take_section(struct sf_file *f, const struct mig_section *s, const st
 		if ((rc = want_version(f, s, off, SF_MAP_VERSION)))
 			return rc;
 		return take_map(f, b, off);
+	case MIG_SEC_HOT_PIECES:
+		if (!vcpus_done || f->have_hot)
+			break;
+		/* A later version of a hint is skipped like an unknown hint. */
+		if (s->version != SF_HOT_VERSION && (s->flags & MIG_SECF_OPTIONAL))
+			return 0;
+		if ((rc = want_version(f, s, off, SF_HOT_VERSION)))
+			return rc;
+		return take_hot(f, b, off);
 	default:
 		if (s->flags & MIG_SECF_OPTIONAL)
 			return 0;
@@ -463,7 +504,7 @@ int sf_read_block(const struct sf_file *f, uint32_t b, uint8_t *buf)
 
 	if (b >= f->nblocks)
 		return ferr(EINVAL, "block %u is outside the RAM map", b);
-	rc = read_at(f, buf, SF_BLOCK_SIZE, f->ram_off + gpa, "the RAM area");
+	rc = sf_read_at(f, buf, SF_BLOCK_SIZE, f->ram_off + gpa, "the RAM area");
 	if (rc)
 		return rc;
 	if (XXH3_64bits(buf, SF_BLOCK_SIZE) != f->block_csum[b])
@@ -490,7 +531,7 @@ int sf_read_block_piece(const struct sf_file *f, uint32_t b, uint32_t piece, uin
 	for (uint32_t i = 0; !rc && i < SF_BLOCK_SIZE / SF_PIECE_SIZE; i++) {
 		uint8_t *buf = i == piece ? out : scratch;
 
-		rc = read_at(f, buf, SF_PIECE_SIZE, f->ram_off + gpa + (uint64_t)i * SF_PIECE_SIZE,
+		rc = sf_read_at(f, buf, SF_PIECE_SIZE, f->ram_off + gpa + (uint64_t)i * SF_PIECE_SIZE,
 			     "the RAM area");
 		if (!rc && XXH3_64bits_update(st, buf, SF_PIECE_SIZE) != XXH_OK)
 			rc = -EINVAL;

@@ -234,5 +234,6 @@ int sf_load_ram(const struct sf_file *f, struct guest_mem *m, unsigned threads)
 	pthread_mutex_destroy(&j.lock);
 	if (j.rc)
 		return ferr(j.rc, "%s", j.msg);
-	return 0;
+	/* A lazy restore would check these; an eager one must agree with it. */
+	return sf_check_hot_ram(f, m->hva);
 }

@@ -2,14 +2,16 @@
  * Writing a save file.  The VM is paused for the whole save: what lands in
  * the file is one instant.  Order of work:
  *
- *   1. capture the vCPU/VM/device state and encode the sections before RAM;
+ *   1. capture the vCPU/VM/device state and encode the sections before RAM,
+ *      with room for HOT_PIECES (the pieces the vCPUs touch first);
  *   2. create a temporary file beside the target and write those sections;
  *   3. for every 2 MiB block of RAM with written pages (SEEK_DATA on the
  *      memfd, so never-written memory is not even read): copy it out of
  *      guest RAM, find its non-zero pages, checksum the copy, write the
  *      non-zero pages at their place in the RAM area (zero pages become
- *      holes);
- *   4. write the RAM map into the room left for it, then END;
+ *      holes); a hot piece's checksum is taken from the same copy;
+ *   4. write HOT_PIECES and the RAM map into the room left for them, then
+ *      END;
  *   5. fsync, rename over the target, fsync the directory.
  *
  * The copy in step 3 is what makes the checksum match the file even if
@@ -47,6 +49,9 @@ struct writer {
 	uint64_t pause_tsc;             /* the pause instant the VM must keep */
 	struct dbuf head;               /* preamble + sections before RAM_MAP */
 	uint32_t nsections;
+	uint64_t hot_off;               /* of HOT_PIECES in head */
+	unsigned nhot;
+	uint64_t hot_gpa[SF_HOT_MAX], hot_csum[SF_HOT_MAX];
 	uint64_t map_off, ram_off;
 	uint32_t nblocks;
 	uint16_t *block_pages;
@@ -58,21 +63,77 @@ struct writer {
 	struct sf_save_result res;
 };
 
-static void put_section(struct writer *w, struct dbuf *b, uint32_t type, uint32_t id,
-			uint32_t version, const void *payload, size_t len)
+/* Appends section s (its length and checksum filled in here) to b. */
+static void add_section(struct dbuf *b, struct mig_section s, const void *payload, size_t len)
 {
-	struct mig_section s = {
-		.type = type, .id = id, .version = version, .length = len,
-		.payload_csum = mig_csum32(payload, len),
-	};
 	uint8_t *hdr = dbuf_reserve(b, MIG_SECTION_HDR_SIZE);
 
 	if (!hdr)
 		return;
+	s.length = len;
+	s.payload_csum = mig_csum32(payload, len);
 	mig_section_encode(&s, hdr);
 	b->len += MIG_SECTION_HDR_SIZE;
 	dbuf_put(b, payload, len);
+}
+
+/* A section of the file; each is counted once, for END. */
+static void put_section(struct writer *w, struct dbuf *b, uint32_t type, uint32_t id,
+			uint32_t version, const void *payload, size_t len)
+{
+	add_section(b, (struct mig_section){ .type = type, .id = id, .version = version },
+		    payload, len);
 	w->nsections++;
+}
+
+static const uint8_t *ram_page(void *opaque, uint64_t gpa, int *rc)
+{
+	const struct writer *w = opaque;
+
+	(void)rc;
+	return w->vm->mem.hva + gpa;
+}
+
+/*
+ * The pieces the saved vCPUs touch first.  Their checksums are filled in
+ * as the RAM is written, from the same copy (save_block); until then they
+ * are those of zeros, which is what a piece in a block without data holds.
+ */
+static int find_hot(struct writer *w, const struct vm_state *st)
+{
+	static const uint8_t zero[SF_PIECE_SIZE];
+	uint64_t pages[SF_HOT_MAX];
+	int n = sf_hot_pages(st, w->vm->ncpus, w->vm->mem.size, ram_page, w, pages, SF_HOT_MAX);
+
+	if (n < 0)
+		return n;
+	w->nhot = sf_hot_pieces_of(pages, (unsigned)n, w->hot_gpa);
+	for (unsigned i = 0; i < w->nhot; i++)
+		w->hot_csum[i] = XXH3_64bits(zero, sizeof(zero));
+	return 0;
+}
+
+static void put_hot(struct writer *w, struct dbuf *b, bool count)
+{
+	struct dbuf p;
+
+	dbuf_init(&p);
+	dbuf_put_le32(&p, SF_PIECE_SIZE);
+	dbuf_put_le32(&p, w->nhot);
+	for (unsigned i = 0; i < w->nhot; i++) {
+		dbuf_put_le64(&p, w->hot_gpa[i]);
+		dbuf_put_le64(&p, w->hot_csum[i]);
+	}
+	if (p.failed)
+		b->failed = true;
+	else
+		add_section(b, (struct mig_section){ .type = MIG_SEC_HOT_PIECES,
+						     .flags = MIG_SECF_OPTIONAL,
+						     .version = SF_HOT_VERSION },
+			    p.data, p.len);
+	if (count)
+		w->nsections++;
+	dbuf_free(&p);
 }
 
 /* Step 1: everything before the RAM map, into w->head. */
@@ -127,6 +188,13 @@ static int encode_state(struct writer *w)
 		}
 		put_section(w, &w->head, MIG_SEC_DEVICE, i, dev->ops->version, buf.data, buf.len);
 	}
+	rc = find_hot(w, &st);
+	if (rc) {
+		rc = sf_errwrap(rc, "finding the pages the vCPUs touch first");
+		goto out;
+	}
+	w->hot_off = w->head.len;
+	put_hot(w, &w->head, true);
 	if (buf.failed || w->head.failed)
 		rc = -ENOMEM;
 out:
@@ -233,6 +301,10 @@ static int save_block(struct writer *w, uint32_t b)
 		}
 	}
 	w->block_csum[b] = XXH3_64bits(w->buf, SF_BLOCK_SIZE);
+	for (unsigned h = 0; h < w->nhot; h++)
+		if (w->hot_gpa[h] >> SF_BLOCK_SHIFT == b)
+			w->hot_csum[h] = XXH3_64bits(w->buf + (w->hot_gpa[h] - sf_block_gpa(b)),
+						     SF_PIECE_SIZE);
 	/* Write the runs of non-zero pages; zero pages stay holes. */
 	for (uint32_t i = 0; i < SF_BLOCK_PAGES;) {
 		uint32_t j;
@@ -291,7 +363,7 @@ static int write_ram(struct writer *w)
 	return rc;
 }
 
-/* Step 4: the RAM map in its room, then END after the RAM area. */
+/* Step 4: HOT_PIECES and the RAM map in their room, then END after the RAM area. */
 static int write_map_and_end(struct writer *w)
 {
 	struct dbuf map, sec;
@@ -301,6 +373,11 @@ static int write_map_and_end(struct writer *w)
 
 	dbuf_init(&map);
 	dbuf_init(&sec);
+	put_hot(w, &sec, false);
+	rc = sec.failed ? -ENOMEM : write_at(w, sec.data, sec.len, w->hot_off);
+	if (rc)
+		goto out;
+	dbuf_reset(&sec);
 	dbuf_put_le64(&map, w->ram_off);
 	dbuf_put_le64(&map, w->vm->mem.size);
 	dbuf_put_le32(&map, SF_BLOCK_SIZE);
@@ -326,6 +403,7 @@ static int write_map_and_end(struct writer *w)
 	put_section(w, &sec, MIG_SEC_END, 0, SF_END_VERSION, end, sizeof(end));
 	if (!rc)
 		rc = sec.failed ? -ENOMEM : write_at(w, sec.data, sec.len, end_off);
+out:
 	dbuf_free(&map);
 	dbuf_free(&sec);
 	return rc;

@@ -24,6 +24,7 @@ const char *mig_section_name(uint32_t type)
 	case MIG_SEC_ABORT: return "ABORT";
 	case MIG_SEC_RAM_MAP: return "RAM_MAP";
 	case MIG_SEC_EXTENTS: return "EXTENTS";
+	case MIG_SEC_HOT_PIECES: return "HOT_PIECES";
 	case MIG_SEC_READY: return "READY";
 	case MIG_SEC_REJECT: return "REJECT";
 	case MIG_SEC_LOADED: return "LOADED";

@@ -48,6 +48,7 @@ enum mig_section_type {
 	MIG_SEC_ABORT = 11,      /* the source gave up (text)                */
 	MIG_SEC_RAM_MAP = 12,    /* save files: which pages the RAM area holds */
 	MIG_SEC_EXTENTS = 13,    /* hint: which guest pages hold any data    */
+	MIG_SEC_HOT_PIECES = 14, /* save files (hint): the first pieces a restore needs */
 	/* handshake replies and commands */
 	MIG_SEC_READY = 32,      /* dst: the description is acceptable       */
 	MIG_SEC_REJECT = 33,     /* dst: it is not (text)                    */

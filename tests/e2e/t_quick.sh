@@ -152,6 +152,8 @@ test_damaged_files_are_refused_with_their_reason() {
 	expect_status 0 ferry inspect "$T/good.save"
 	expect_output "VMDESC +0 +1 .* ok"
 	expect_output "RAM_MAP"
+	expect_output "HOT_PIECES +0 +1 .* ok"
+	expect_output "^checked: +all [0-9]+ hot pieces match their checksums"
 	expect_output "^checked: +all 32 RAM blocks match their checksums"
 	local ram size state_off
 	read -r ram size < <(ram_area "$T/good.save")
@@ -175,18 +177,19 @@ test_damaged_files_are_refused_with_their_reason() {
 	expect_output "is format version 2, written by a newer ferry; this ferry reads version 1"
 
 	# A damaged page of the guest's code: the eager restore refuses before
-	# the guest runs, and so does the lazy one (the code is among the first
-	# blocks it reads, while the VM is being created).
+	# the guest runs, and so does the lazy one (the code is among the hot
+	# pieces it reads and checks while the VM is being created).
 	cp "$T/good.save" "$T/ram.save"
 	printf '\x99' | dd of="$T/ram.save" bs=1 seek=$((ram + 0x400000 + 100)) conv=notrunc status=none
 	expect_status 1 ferry run --restore "$T/ram.save"
 	expect_output "RAM block 2 \(guest-physical 0x400000 to 0x5fffff\) fails its checksum"
 	expect_lines 0 "verified"
 	expect_status 1 ferry run --restore "$T/ram.save" --lazy
-	expect_output "^ferry run: .*RAM block 2 \(guest-physical 0x400000 to 0x5fffff\) fails its checksum"
+	expect_output "^ferry run: .*RAM piece at guest-physical 0x400000 to 0x40ffff \(HOT_PIECES entry [0-9]+\) fails its checksum"
 	expect_lines 0 "VM was started"
 	expect_status 1 ferry inspect "$T/ram.save"
 	expect_output "^checked: +1 of 32 RAM blocks fail their checksums: 2$"
+	expect_output "^checked: +1 of [0-9]+ hot pieces fail their checksums"
 	# A damaged page of the guest's data: the lazy restore runs the VM and
 	# stops it when the block is first needed, before the guest sees it.
 	cp "$T/good.save" "$T/data.save"

@@ -1,18 +1,23 @@
 /*
  * The save-file reader against damaged files: truncation at every kind of
  * place, a bit flipped in each part of the file, other format versions,
- * foreign files and extra bytes.  Each is rejected with its own message
- * (checked by substring), never a crash, and a damaged RAM block is caught
- * by the eager load before anything runs.
+ * foreign files, extra bytes and a HOT_PIECES section that makes no sense.
+ * Each is rejected with its own message (checked by substring), never a
+ * crash, and a damaged RAM block is caught by the eager load before
+ * anything runs.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "migrate/stream.h"
 #include "test_savefile.h"
+
+/* Section indices in a pristine file of one device. */
+enum { S_VMDESC, S_VM_STATE, S_VCPU, S_DEVICE, S_HOT, S_MAP, S_END, NSEC };
 
 struct layout {
 	uint64_t sec[16];        /* offsets of the sections, in file order */
@@ -30,11 +35,14 @@ static void learn_layout(const char *path, struct layout *l)
 
 	cr_assert_eq(rc, 0, "the pristine file does not load: %s", ferr_msg(rc));
 	memset(l, 0, sizeof(*l));
-	cr_assert_eq(f->nsec, 6, "expected VMDESC, VM_STATE, VCPU_STATE, DEVICE, RAM_MAP, END");
+	cr_assert_eq(f->nsec, NSEC, "expected VMDESC, VM_STATE, VCPU_STATE, DEVICE, HOT_PIECES, "
+		     "RAM_MAP, END");
+	cr_assert_eq(f->sec[S_HOT].s.type, MIG_SEC_HOT_PIECES);
+	cr_assert(f->have_hot && f->nhot > 0, "the file lists no hot pieces");
 	for (unsigned i = 0; i < f->nsec; i++)
 		l->sec[i] = f->sec[i].offset;
 	l->nsec = f->nsec;
-	l->map_end = f->sec[4].offset + MIG_SECTION_HDR_SIZE + f->sec[4].s.length;
+	l->map_end = f->sec[S_MAP].offset + MIG_SECTION_HDR_SIZE + f->sec[S_MAP].s.length;
 	l->ram_off = f->ram_off;
 	l->ram_size = f->ram_size;
 	l->end_off = f->ram_off + f->ram_size;
@@ -72,17 +80,6 @@ static const char *victim(const struct tsf *t)
 	return path;
 }
 
-/* Rewrites a section header's field (at byte `field`) and its checksum. */
-static void set_header_field(const char *path, uint64_t hdr_off, unsigned field, uint32_t v)
-{
-	uint8_t hdr[MIG_SECTION_HDR_SIZE];
-
-	tsf_read(path, hdr_off, hdr, sizeof(hdr));
-	put_le32(hdr + field, v);
-	put_le32(hdr + 28, mig_csum32(hdr, 28));
-	tsf_write(path, hdr_off, hdr, sizeof(hdr));
-}
-
 Test(savefile, pristine_file_loads_and_every_block_checks)
 {
 	struct tsf t;
@@ -112,6 +109,7 @@ Test(savefile, pristine_file_loads_and_every_block_checks)
 
 Test(savefile, truncation_anywhere_is_named)
 {
+	enum { RAM = 100, END };
 	struct tsf t;
 	struct layout l;
 	const struct { const char *what; int which; uint64_t add; const char *want; } cuts[] = {
@@ -120,20 +118,21 @@ Test(savefile, truncation_anywhere_is_named)
 		{ "right after the preamble", -1, 16, "before its RAM map" },
 		{ "inside the first section header", 0, 10, "inside the section header at byte 16" },
 		{ "inside VMDESC", 0, 100, "inside the VMDESC section at byte 16" },
-		{ "inside a VCPU_STATE", 2, 500, "inside the VCPU_STATE section" },
-		{ "inside the RAM map", 4, 40, "inside the RAM_MAP section" },
-		{ "inside the RAM area", 6, 1 << 20, "inside the RAM area" },
-		{ "where END starts", 7, 0, "where its END section should start" },
-		{ "inside END's header", 7, 20, "inside the section header at byte" },
-		{ "inside END's payload", 7, 40, "inside the END section" },
+		{ "inside a VCPU_STATE", S_VCPU, 500, "inside the VCPU_STATE section" },
+		{ "inside HOT_PIECES", S_HOT, 40, "inside the HOT_PIECES section" },
+		{ "inside the RAM map", S_MAP, 40, "inside the RAM_MAP section" },
+		{ "inside the RAM area", RAM, 1 << 20, "inside the RAM area" },
+		{ "where END starts", END, 0, "where its END section should start" },
+		{ "inside END's header", END, 20, "inside the section header at byte" },
+		{ "inside END's payload", END, 40, "inside the END section" },
 	};
 
 	tsf_make(&t, 1, "idle", idle_args, 50);
 	learn_layout(t.path, &l);
 	for (unsigned i = 0; i < ARRAY_SIZE(cuts); i++) {
 		const char *v = victim(&t);
-		uint64_t at = cuts[i].which < 0 ? 0 : cuts[i].which == 6 ? l.ram_off :
-			      cuts[i].which == 7 ? l.end_off : l.sec[cuts[i].which];
+		uint64_t at = cuts[i].which < 0 ? 0 : cuts[i].which == RAM ? l.ram_off :
+			      cuts[i].which == END ? l.end_off : l.sec[cuts[i].which];
 
 		tsf_truncate(v, at + cuts[i].add);
 		expect_error(v, cuts[i].what, cuts[i].want);
@@ -146,35 +145,36 @@ Test(savefile, a_flipped_bit_in_each_part_is_named)
 {
 	struct tsf t;
 	struct layout l;
-	char want[6][96];
+	char want[S_END + 1][96];
 	struct { const char *what; uint64_t off; uint8_t mask; const char *want; } flips[] = {
 		{ "magic", 0, 0x01, "is not a ferry save file" },
 		{ "format flags", 12, 0x01, "is a ferry migration stream, not a save file" },
 		{ "unknown flag", 13, 0x01, "uses format flags 0x100" },
 		{ "VMDESC header", 0, 0x10, "the section header at byte 16 fails its checksum" },
-		{ "VMDESC payload", 0, 0x04, want[0] },
-		{ "VM_STATE payload", 0, 0x04, want[1] },
-		{ "VCPU_STATE payload", 0, 0x80, want[2] },
-		{ "DEVICE payload", 0, 0x02, want[3] },
-		{ "RAM_MAP payload", 0, 0x01, want[4] },
+		{ "VMDESC payload", 0, 0x04, want[S_VMDESC] },
+		{ "VM_STATE payload", 0, 0x04, want[S_VM_STATE] },
+		{ "VCPU_STATE payload", 0, 0x80, want[S_VCPU] },
+		{ "DEVICE payload", 0, 0x02, want[S_DEVICE] },
+		{ "HOT_PIECES payload", 0, 0x08, want[S_HOT] },
+		{ "RAM_MAP payload", 0, 0x01, want[S_MAP] },
 		{ "padding", 0, 0x01, "in the padding before the RAM area" },
-		{ "END header", 0, 0x01, want[5] },
+		{ "END header", 0, 0x01, want[S_END] },
 		{ "END payload", 0, 0x01, "the END section at byte" },
 	};
 
 	tsf_make(&t, 1, "idle", idle_args, 50);
 	learn_layout(t.path, &l);
 	flips[3].off = l.sec[0] + 4;
-	for (unsigned s = 0; s < 5; s++) {
+	for (unsigned s = 0; s < S_END; s++) {
 		flips[4 + s].off = l.sec[s] + MIG_SECTION_HDR_SIZE + 9;
 		snprintf(want[s], sizeof(want[s]), "section at byte %llu fails its checksum",
 			 (unsigned long long)l.sec[s]);
 	}
-	flips[9].off = l.map_end + 7;
-	flips[10].off = l.end_off + 2;
-	snprintf(want[5], sizeof(want[5]), "the section header at byte %llu fails its checksum",
-		 (unsigned long long)l.end_off);
-	flips[11].off = l.end_off + MIG_SECTION_HDR_SIZE + 3;
+	flips[10].off = l.map_end + 7;
+	flips[11].off = l.end_off + 2;
+	snprintf(want[S_END], sizeof(want[S_END]), "the section header at byte %llu fails its "
+		 "checksum", (unsigned long long)l.end_off);
+	flips[12].off = l.end_off + MIG_SECTION_HDR_SIZE + 3;
 	for (unsigned i = 0; i < ARRAY_SIZE(flips); i++) {
 		const char *v = victim(&t);
 
@@ -228,9 +228,11 @@ Test(savefile, other_versions_are_refused_by_name)
 {
 	struct tsf t;
 	struct layout l;
+	struct sf_file *f;
 	const char *v;
 	uint8_t two[4];
 	char want[128];
+	int rc;
 
 	tsf_make(&t, 1, "idle", idle_args, 50);
 	learn_layout(t.path, &l);
@@ -240,15 +242,27 @@ Test(savefile, other_versions_are_refused_by_name)
 	expect_error(v, "future file", "is format version 2, written by a newer ferry; this ferry "
 		     "reads version 1");
 	v = victim(&t);
-	set_header_field(v, l.sec[4], 8, 2);
+	tsf_set_header(v, l.sec[S_MAP], 8, 2);
 	snprintf(want, sizeof(want), "the RAM_MAP section at byte %llu is version 2; this ferry "
-		 "reads version 1", (unsigned long long)l.sec[4]);
+		 "reads version 1", (unsigned long long)l.sec[S_MAP]);
 	expect_error(v, "future RAM map", want);
+	/* A later HOT_PIECES is a hint this ferry skips, as it is marked optional... */
 	v = victim(&t);
-	set_header_field(v, l.sec[0], 8, 7);
+	tsf_set_header(v, l.sec[S_HOT], 8, 2);
+	f = tsf_open(v, &rc);
+	cr_assert_eq(rc, 0, "a later optional HOT_PIECES must be skipped: %s", ferr_msg(rc));
+	cr_assert(!f->have_hot && f->nhot == 0);
+	sf_free(f);
+	/* ...but refused without that flag. */
+	tsf_set_header(v, l.sec[S_HOT], 12, 0);
+	snprintf(want, sizeof(want), "the HOT_PIECES section at byte %llu is version 2",
+		 (unsigned long long)l.sec[S_HOT]);
+	expect_error(v, "future HOT_PIECES, not optional", want);
+	v = victim(&t);
+	tsf_set_header(v, l.sec[0], 8, 7);
 	expect_error(v, "future VMDESC", "the VMDESC section at byte 16 is version 7");
 	v = victim(&t);
-	set_header_field(v, l.end_off, 8, 3);
+	tsf_set_header(v, l.end_off, 8, 3);
 	expect_error(v, "future END", "the END section at byte");
 	tsf_cleanup(&t);
 }
@@ -279,23 +293,74 @@ Test(savefile, foreign_and_malformed_files_are_refused)
 	expect_error(v, "trailing bytes", "(5 bytes follow END)");
 	/* A section type this ferry does not know, not marked optional. */
 	v = victim(&t);
-	set_header_field(v, l.sec[3], 0, 99);
+	tsf_set_header(v, l.sec[3], 0, 99);
 	snprintf(want, sizeof(want), "unexpected unknown section (type 99) at byte %llu",
 		 (unsigned long long)l.sec[3]);
 	expect_error(v, "unknown section", want);
 	/* The same section marked optional is skipped. */
-	set_header_field(v, l.sec[3], 12, MIG_SECF_OPTIONAL);
+	tsf_set_header(v, l.sec[3], 12, MIG_SECF_OPTIONAL);
 	f = tsf_open(v, &rc);
 	cr_assert_eq(rc, 0, "an optional unknown section must be skipped: %s", ferr_msg(rc));
 	cr_assert_eq(f->ndev, 0);
 	sf_free(f);
 	/* Sections out of order: VM_STATE where a VCPU_STATE belongs. */
 	v = victim(&t);
-	set_header_field(v, l.sec[2], 0, MIG_SEC_VM_STATE);
+	tsf_set_header(v, l.sec[2], 0, MIG_SEC_VM_STATE);
 	expect_error(v, "a repeated VM_STATE", "unexpected VM_STATE section");
 	/* A vCPU section for the wrong vCPU. */
 	v = victim(&t);
-	set_header_field(v, l.sec[2], 4, 5);
+	tsf_set_header(v, l.sec[2], 4, 5);
 	expect_error(v, "VCPU_STATE for vCPU 5", "VCPU_STATE for vCPU 5 at byte");
+	tsf_cleanup(&t);
+}
+
+/*
+ * HOT_PIECES is a hint, but from outside: a section whose checksums match
+ * and whose contents do not make sense still refuses the file, naming what
+ * is wrong.
+ */
+Test(savefile, a_malformed_hot_pieces_section_is_refused)
+{
+	struct tsf t;
+	struct layout l;
+	struct sf_file *f;
+	uint64_t first, second;
+	char want[160];
+	const char *v;
+	uint8_t b[8];
+	int rc;
+
+	tsf_make(&t, 1, "idle", idle_args, 50);
+	learn_layout(t.path, &l);
+	f = tsf_open(t.path, &rc);
+	cr_assert(f->nhot >= 2, "need two hot pieces, the file lists %u", f->nhot);
+	first = f->hot_gpa[0];
+	second = f->hot_gpa[1];
+	cr_assert_eq(first % SF_PIECE_SIZE, 0);
+	cr_assert_lt(first, second);
+	sf_free(f);
+	snprintf(want, sizeof(want), "the HOT_PIECES section at byte %llu is malformed",
+		 (unsigned long long)l.sec[S_HOT]);
+
+	v = victim(&t);
+	put_le32(b, 4096);
+	tsf_set_payload(v, l.sec[S_HOT], 0, b, 4);
+	expect_error(v, "another piece size", want);
+	v = victim(&t);
+	put_le32(b, SF_HOT_MAX + 1);
+	tsf_set_payload(v, l.sec[S_HOT], 4, b, 4);
+	expect_error(v, "too many pieces", want);
+	v = victim(&t);
+	put_le64(b, first + GMEM_PAGE_SIZE);
+	tsf_set_payload(v, l.sec[S_HOT], SF_HOT_HDR_SIZE, b, 8);
+	expect_error(v, "a piece off its boundary", "HOT_PIECES entry 0 (guest-physical");
+	v = victim(&t);
+	put_le64(b, TSF_MEM);
+	tsf_set_payload(v, l.sec[S_HOT], SF_HOT_HDR_SIZE, b, 8);
+	expect_error(v, "a piece beyond RAM", "is not the start of a piece of guest RAM");
+	v = victim(&t);
+	put_le64(b, first);
+	tsf_set_payload(v, l.sec[S_HOT], SF_HOT_HDR_SIZE + SF_HOT_ENTRY_SIZE, b, 8);
+	expect_error(v, "a piece listed twice", "HOT_PIECES entry 1 (guest-physical");
 	tsf_cleanup(&t);
 }

@@ -35,6 +35,11 @@ void tsf_copy(const char *from, const char *to);
 void tsf_write(const char *path, uint64_t off, const void *bytes, size_t len);
 void tsf_read(const char *path, uint64_t off, void *bytes, size_t len);
 void tsf_flip(const char *path, uint64_t off, uint8_t mask);
+/* Rewrites the u32 at byte `field` of the section header at hdr_off, and its checksum. */
+void tsf_set_header(const char *path, uint64_t hdr_off, unsigned field, uint32_t v);
+/* Rewrites len bytes at `at` in that section's payload; both checksums are fixed. */
+void tsf_set_payload(const char *path, uint64_t hdr_off, uint64_t at, const void *bytes,
+		     size_t len);
 void tsf_truncate(const char *path, uint64_t len);
 uint64_t tsf_size(const char *path);
 /* Number of entries in a directory besides . and .. */

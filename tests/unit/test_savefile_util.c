@@ -145,6 +145,36 @@ void tsf_flip(const char *path, uint64_t off, uint8_t mask)
 	tsf_write(path, off, &b, 1);
 }
 
+void tsf_set_header(const char *path, uint64_t hdr_off, unsigned field, uint32_t v)
+{
+	uint8_t hdr[MIG_SECTION_HDR_SIZE];
+
+	tsf_read(path, hdr_off, hdr, sizeof(hdr));
+	put_le32(hdr + field, v);
+	put_le32(hdr + 28, mig_csum32(hdr, 28));
+	tsf_write(path, hdr_off, hdr, sizeof(hdr));
+}
+
+void tsf_set_payload(const char *path, uint64_t hdr_off, uint64_t at, const void *bytes,
+		     size_t len)
+{
+	uint8_t hdr[MIG_SECTION_HDR_SIZE], *payload;
+	uint64_t plen;
+
+	tsf_read(path, hdr_off, hdr, sizeof(hdr));
+	plen = get_le64(hdr + 16);
+	cr_assert_leq(at + len, plen);
+	payload = malloc(plen);
+	cr_assert(payload);
+	tsf_read(path, hdr_off + MIG_SECTION_HDR_SIZE, payload, plen);
+	memcpy(payload + at, bytes, len);
+	put_le32(hdr + 24, mig_csum32(payload, plen));
+	put_le32(hdr + 28, mig_csum32(hdr, 28));
+	tsf_write(path, hdr_off, hdr, sizeof(hdr));
+	tsf_write(path, hdr_off + MIG_SECTION_HDR_SIZE, payload, plen);
+	free(payload);
+}
+
 void tsf_truncate(const char *path, uint64_t len)
 {
 	cr_assert(truncate(path, (off_t)len) == 0);

@@ -1,7 +1,9 @@
 /*
  * Saving and restoring real VMs: eager and lazy restores give the source's
  * memory page by page and a guest that verifies itself; device state comes
- * back; a damaged block found by the lazy loader ends the VM; write
+ * back; a damaged block found by the lazy loader ends the VM, a damaged
+ * hot piece refuses the restore, a file without hot pieces still restores
+ * lazily; write
  * errors, cancels and a VM that runs again during a save leave no file and
  * the VM as it was; the save job's pause/resume policy.
  */
@@ -106,10 +108,12 @@ Test(savefile_vm, lazy_and_eager_restores_give_the_same_memory)
 	sf_lazy_query(lz, &st);
 	cr_assert(st.complete && !st.failed && st.data_blocks > 0 &&
 		  st.blocks_done == st.data_blocks, "lazy load incomplete");
-	/* Faults and the fill read each block once; checking the first
-	 * instructions' blocks before the VM ran read a few more. */
+	/* Faults and the fill read each block once; the first instructions'
+	 * pieces were read alone, 64 KiB each, before the VM ran. */
 	cr_assert_eq(st.bytes_read, st.data_blocks * SF_BLOCK_SIZE, "a block was read twice");
-	cr_assert(st.hot_read_bytes > 0 && st.hot_read_bytes <= 8 * SF_BLOCK_SIZE,
+	cr_assert(st.hot_read_bytes > 0 && st.hot_read_bytes % SF_PIECE_SIZE == 0 &&
+		  st.hot_read_bytes <= SF_HOT_MAX * SF_PIECE_SIZE &&
+		  st.hot_read_bytes < SF_BLOCK_SIZE,
 		  "%llu bytes read for the first instructions",
 		  (unsigned long long)st.hot_read_bytes);
 	vm_end(t.src, 0, "saved");
@@ -170,32 +174,151 @@ Test(savefile_vm, lazy_loader_ends_the_vm_on_a_damaged_block)
 	tsf_cleanup(&t);
 }
 
+/* Starts a lazy restore of path into a fresh VM; returns what sf_lazy_start said. */
+static int try_lazy(const char *path, struct vm **vm, struct sf_lazy **lz)
+{
+	int rc;
+	struct sf_file *f = tsf_open(path, &rc);
+
+	cr_assert_eq(rc, 0, "%s", ferr_msg(rc));
+	*vm = tvm_create(1, TSF_MEM);
+	tsf_add_device(*vm, 1);
+	*lz = NULL;
+	return sf_lazy_start(f, *vm, lz);
+}
+
 /*
- * The blocks the first instructions need are checked before the VM runs,
- * over the whole block although only their hot pieces are kept: a flip far
- * from any hot page still refuses the restore, and the VM never ran.
+ * The pieces the first instructions need are checked against their own
+ * checksums (HOT_PIECES) before the VM runs: damage in one of them, or a
+ * listed checksum that does not match, refuses the restore and the VM
+ * never runs.  The eager restore checks the same list and agrees.
  */
-Test(savefile_vm, a_damaged_hot_block_refuses_the_lazy_restore)
+Test(savefile_vm, a_damaged_hot_piece_refuses_the_restore)
 {
 	struct tsf t;
-	struct sf_lazy *lz = NULL;
-	struct vm *vm = tvm_create(1, TSF_MEM);
+	struct sf_lazy *lz;
+	struct vm *vm;
+	uint64_t gpa, hot_sec = 0;
+	uint8_t b[8];
+	char path[160];
 	int rc;
 	struct sf_file *f;
 
 	tsf_make(&t, 1, "dirty", dirty_args, 100);
 	f = tsf_open(t.path, &rc);
-	cr_assert(f->block_pages[0], "block 0 holds no data");
-	/* Block 0 holds the page tables; its last page is in no hot piece. */
-	tsf_flip(t.path, f->ram_off + SF_BLOCK_SIZE - 100, 0x01);
+	cr_assert(f->nhot > 0 && f->block_pages[f->hot_gpa[0] >> SF_BLOCK_SHIFT],
+		  "no hot piece holds data");
+	gpa = f->hot_gpa[0];
+	for (unsigned i = 0; i < f->nsec; i++)
+		if (f->sec[i].s.type == MIG_SEC_HOT_PIECES)
+			hot_sec = f->sec[i].offset;
+	cr_assert(hot_sec);
+	snprintf(path, sizeof(path), "%s/piece.save", t.dir);
+	tsf_copy(t.path, path);
+	tsf_flip(path, f->ram_off + gpa + 3 * GMEM_PAGE_SIZE + 9, 0x04);
+	sf_free(f);
+	rc = try_lazy(path, &vm, &lz);
+	cr_assert_eq(rc, -EBADMSG, "the restore took a damaged hot piece: %d", rc);
+	cr_assert(strstr(ferr_msg(rc), "(HOT_PIECES entry 0) fails its checksum"), "%s",
+		  ferr_msg(rc));
+	cr_assert_eq(vm_run_state(vm), VM_CREATED, "the VM ran");
+	vm_destroy(vm);
+
+	/* The RAM is sound but the listed checksum is not. */
+	tsf_copy(t.path, path);
+	put_le64(b, 0x0123456789abcdefull);
+	tsf_set_payload(path, hot_sec, SF_HOT_HDR_SIZE + 8, b, sizeof(b));
+	rc = try_lazy(path, &vm, &lz);
+	cr_assert_eq(rc, -EBADMSG, "the lazy restore took a piece against its checksum");
+	cr_assert(strstr(ferr_msg(rc), "HOT_PIECES entry 0"), "%s", ferr_msg(rc));
+	cr_assert_eq(vm_run_state(vm), VM_CREATED, "the VM ran");
+	vm_destroy(vm);
+	f = tsf_open(path, &rc);
+	vm = tvm_create(1, TSF_MEM);
+	rc = sf_load_ram(f, &vm->mem, 2);
+	cr_assert_eq(rc, -EBADMSG, "the eager restore took what the lazy one refuses");
+	cr_assert(strstr(ferr_msg(rc), "HOT_PIECES entry 0"), "%s", ferr_msg(rc));
+	vm_destroy(vm);
+	sf_free(f);
+	tsf_cleanup(&t);
+}
+
+/*
+ * Damage in a hot piece's block but outside every hot piece is not seen
+ * before the VM runs (only the pieces are read then); the loader finds it
+ * when it reads that block, and ends the VM before the guest sees a byte
+ * of it.
+ */
+Test(savefile_vm, damage_beside_the_hot_pieces_ends_the_vm_later)
+{
+	struct tsf t;
+	struct sf_lazy *lz;
+	struct vm *vm;
+	char msg[512], want[64];
+	uint64_t off;
+	uint32_t blk;
+	int rc;
+	struct sf_file *f;
+
+	tsf_make(&t, 1, "dirty", dirty_args, 100);
+	f = tsf_open(t.path, &rc);
+	cr_assert(f->nhot > 0);
+	blk = (uint32_t)(f->hot_gpa[0] >> SF_BLOCK_SHIFT);
+	cr_assert(f->block_pages[blk], "block %u holds no data", blk);
+	/* The last stored byte position of the block that no hot piece holds. */
+	off = sf_block_gpa(blk) + SF_BLOCK_SIZE - 100;
+	while (sf_hot_find(f, off) >= 0)
+		off -= SF_PIECE_SIZE;
+	cr_assert_geq(off, sf_block_gpa(blk));
+	tsf_flip(t.path, f->ram_off + off, 0x01);
+	sf_free(f);
+	rc = try_lazy(t.path, &vm, &lz);
+	cr_assert_eq(rc, 0, "damage outside the hot pieces refused the start: %s", ferr_msg(rc));
+	rc = sf_lazy_wait(lz, NULL);
+	snprintf(want, sizeof(want), "RAM block %u (guest-physical", blk);
+	cr_assert_eq(rc, -EIO, "the loader took a damaged block");
+	cr_assert(strstr(ferr_msg(rc), want), "%s", ferr_msg(rc));
+	cr_assert_eq(vm_wait_end(vm, msg, sizeof(msg)), 1);
+	cr_assert(strstr(msg, want), "%s", msg);
+	sf_lazy_free(lz);
+	vm_destroy(vm);
+	tsf_cleanup(&t);
+}
+
+/*
+ * A file without HOT_PIECES (as from a writer that had none; here the
+ * section is turned into an unknown optional one) restores lazily too: the
+ * first instructions' blocks are then read and checked whole.
+ */
+Test(savefile_vm, a_file_without_hot_pieces_restores_lazily)
+{
+	struct tsf t;
+	struct sf_lazy_stats st;
+	struct sf_lazy *lz;
+	struct vm *vm;
+	int rc;
+	struct sf_file *f;
+
+	tsf_make(&t, 2, "dirty", dirty_args, 150);
+	f = tsf_open(t.path, &rc);
+	for (unsigned i = 0; i < f->nsec; i++)
+		if (f->sec[i].s.type == MIG_SEC_HOT_PIECES)
+			tsf_set_header(t.path, f->sec[i].offset, 0, 99);
 	sf_free(f);
 	f = tsf_open(t.path, &rc);
 	cr_assert_eq(rc, 0, "%s", ferr_msg(rc));
-	tsf_add_device(vm, 1);
-	rc = sf_lazy_start(f, vm, &lz);
-	cr_assert_eq(rc, -EBADMSG, "the restore took a damaged hot block: %d", rc);
-	cr_assert(strstr(ferr_msg(rc), "RAM block 0 (guest-physical"), "%s", ferr_msg(rc));
-	cr_assert_eq(vm_run_state(vm), VM_CREATED, "the VM ran");
+	cr_assert(!f->have_hot && f->nhot == 0, "the section is still read as HOT_PIECES");
+	sf_free(f);
+	vm = restore_lazy(t.path, 2, &lz);
+	assert_same_memory(t.src, vm, "lazy restore without HOT_PIECES");
+	cr_assert_eq(sf_lazy_wait(lz, NULL), 0, "%s", ferr_msg(-1));
+	sf_lazy_query(lz, &st);
+	cr_assert(st.hot_read_bytes > 0 && st.hot_read_bytes % SF_BLOCK_SIZE == 0,
+		  "%llu bytes read for the first instructions, not whole blocks",
+		  (unsigned long long)st.hot_read_bytes);
+	vm_end(t.src, 0, "saved");
+	run_and_verify(vm);
+	sf_lazy_free(lz);
 	vm_destroy(vm);
 	tsf_cleanup(&t);
 }
