@@ -466,6 +466,10 @@ int sf_load(struct sf_file *f, const char *path)
 	if (!S_ISREG(sb.st_mode))
 		return ferr(EINVAL, "%s is not a regular file", path);
 	f->file_size = (uint64_t)sb.st_size;
+	/* END lies at the far end: start reading it while the head is read. */
+	if (f->file_size > SF_RAM_ALIGN)
+		(void)posix_fadvise(f->fd, (off_t)(f->file_size - SF_RAM_ALIGN), SF_RAM_ALIGN,
+				    POSIX_FADV_WILLNEED);
 	rc = check_preamble(f);
 	if (rc)
 		return rc;
