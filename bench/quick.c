@@ -71,6 +71,19 @@ static double med_ms(const uint64_t *v, unsigned n)
 	return s[n / 2] / 1e6;
 }
 
+/* "median (min-max)" in ms, for the figures with a goal. */
+static const char *spread_ms(char *out, size_t len, const uint64_t *v, unsigned n)
+{
+	uint64_t lo = v[0], hi = v[0];
+
+	for (unsigned i = 1; i < n; i++) {
+		lo = MIN(lo, v[i]);
+		hi = MAX(hi, v[i]);
+	}
+	snprintf(out, len, "%.2f (%.1f–%.1f)", med_ms(v, n), lo / 1e6, hi / 1e6);
+	return out;
+}
+
 static void die(const char *what, int rc)
 {
 	fprintf(stderr, "bench/quick: %s: %s\n", what, ferr_msg(rc));
@@ -299,7 +312,7 @@ static void settle(void)
 
 static void run_case(uint64_t mem, const char *content, unsigned reps, const char *dir)
 {
-	char path[4200], sz[32];
+	char path[4200], sz[32], warm[48], cold[48];
 	struct sf_save_result res;
 	struct row r = { 0 };
 	struct vm *src = boot_idle(mem);
@@ -353,15 +366,17 @@ static void run_case(uint64_t mem, const char *content, unsigned reps, const cha
 	vm_destroy(src);
 	free(want);
 	fmt_size(sz, sizeof(sz), mem);
-	printf("| %s | %s | %.1f | %.1f (fsync %.1f) | %.0f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.2f | "
-	       "%.2f, %.2f, %.2f, %.2f | %.2f | %.1f | %.2f |\n", sz, content, r.written[0] / 1048576.0, med_ms(r.save_ns, reps),
+	printf("| %s | %s | %.1f | %.1f (fsync %.1f) | %.0f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %s | "
+	       "%.2f, %.2f, %.2f, %.2f | %.2f | %.1f | %s |\n", sz, content, r.written[0] / 1048576.0, med_ms(r.save_ns, reps),
 	       med_ms(r.sync_ns, reps),
 	       r.written[0] / 1048576.0 / (med_ms(r.save_ns, reps) / 1e3), med_ms(r.dd_ns, reps),
 	       r.written[0] / 1048576.0 / (med_ms(r.dd_ns, reps) / 1e3),
 	       100.0 * med_ms(r.dd_ns, reps) / med_ms(r.save_ns, reps), med_ms(r.eager_ns, reps),
-	       med_ms(r.cold_ns, reps), med_ms(r.lazy_ns, reps), med_ms(r.lazy_open_ns, reps),
+	       med_ms(r.cold_ns, reps), spread_ms(warm, sizeof(warm), r.lazy_ns, reps),
+	       med_ms(r.lazy_open_ns, reps),
 	       med_ms(r.lazy_create_ns, reps), med_ms(r.lazy_attach_ns, reps), med_ms(r.lazy_state_ns, reps),
-	       med_ms(r.lazy_load_ns, reps), med_ms(r.lazy_done_ns, reps), med_ms(r.lazy_cold_ns, reps));
+	       med_ms(r.lazy_load_ns, reps), med_ms(r.lazy_done_ns, reps),
+	       spread_ms(cold, sizeof(cold), r.lazy_cold_ns, reps));
 	fflush(stdout);
 }
 
@@ -390,7 +405,7 @@ int main(int argc, char **argv)
 	}
 	printf("| RAM | content | MiB written | save ms | save MiB/s | dd ms | dd MiB/s | "
 	       "save/dd throughput | eager restore ms (warm) | eager restore ms (cold) | lazy: first "
-	       "instruction ms (warm) | of which: open, vm_create, attach, state+start ms | lazy: vm_start at ms | lazy: all in ms | lazy: first instruction ms (cold) |\n");
+	       "instruction ms (warm), median (min–max) | of which: open, vm_create, attach, state+start ms | lazy: vm_start at ms | lazy: all in ms | lazy: first instruction ms (cold), median (min–max) |\n");
 	printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 	snprintf(list, sizeof(list), "%s", sizes);
 	for (char *s = strtok_r(list, ",", &save1); s; s = strtok_r(NULL, ",", &save1)) {
