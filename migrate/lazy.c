@@ -3,8 +3,9 @@
  * save file and, between faults, brings in the rest of memory.
  *
  * It starts while the VM is still being created: it reads and checks the
- * blocks holding the pages the vCPUs will touch first (lazy_hot.c), then
- * waits to be attached to the VM's RAM (attach copies those pages in).
+ * pieces holding the pages the vCPUs will touch first (savefile_hot.c; each
+ * against its own checksum when the file lists it in HOT_PIECES), then
+ * waits to be attached to the VM's RAM (attach copies those pieces in).
  *
  * Only this thread copies pages into the registered ranges, so its own
  * bitmap of present pages is exact and needs no lock.  A fault copies the
@@ -18,6 +19,7 @@
  * fault waits at most one fill step or one block completion.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <stdio.h>
@@ -372,14 +374,25 @@ static int poll_timeout(struct sf_lazy *lz, bool more)
 	return since >= FILL_DELAY_MS ? 0 : (int)(FILL_DELAY_MS - since);
 }
 
-/* Phase 1: the hot blocks, then wait for attach.  False: stop now. */
+/* Phase 1: the hot pieces, then wait for attach.  False: stop now. */
 static bool prepare(struct sf_lazy *lz)
 {
-	int rc = sf_hot_pages(&lz->f->st, lz->f->desc.ncpus, lz->f->ram_size, hot_page, lz, lz->hot,
-			      MAX_HOT);
 	bool go;
+	int rc;
 
-	/* The walk read the tables; read and check the pages' own blocks too. */
+	/*
+	 * The walk reads the listed pieces one after another, each chosen by
+	 * the one before; with a cold cache that would be one disk wait per
+	 * page-table level.  Ask for all of them first, so the disk reads them
+	 * together.
+	 */
+	for (unsigned i = 0; i < lz->f->nhot; i++)
+		(void)posix_fadvise(lz->f->fd, (off_t)(lz->f->ram_off + lz->f->hot_gpa[i]),
+				    SF_PIECE_SIZE, POSIX_FADV_WILLNEED);
+	rc = sf_hot_pages(&lz->f->st, lz->f->desc.ncpus, lz->f->ram_size, hot_page, lz, lz->hot,
+			      MAX_HOT);
+
+	/* The walk read the tables; read and check the pages' own pieces too. */
 	for (int i = 0; i < rc; i++) {
 		int err = 0;
 
