@@ -6,8 +6,12 @@
  * restores the file into fresh VMs: eagerly and lazily with the file in the
  * page cache, then eagerly and lazily with the file dropped from it.  The
  * first repetition checks every restored page against the source's digest.
- * Each restore starts after a one-second pause, since the VM destroyed just
- * before has freed gigabytes the kernel is still reclaiming.
+ * Each restore starts after a three-second pause, since the VM destroyed
+ * just before has freed gigabytes the kernel is still putting away: this
+ * host's kernel reports free memory to its hypervisor in 8 MiB chunks
+ * about two seconds after it is freed (page_reporting_order=11 on its
+ * command line), and a restore that overlaps that work measures the
+ * benchmark's own previous step.
  *
  * Filling guest memory from inside the guest would take minutes here (the
  * first touch of a page costs ~20 us on kvm_pvm), so the VM runs `idle`
@@ -307,7 +311,7 @@ static void warm_cache(const char *path)
 
 static void settle(void)
 {
-	nanosleep(&(struct timespec){ 1, 0 }, NULL);
+	nanosleep(&(struct timespec){ 3, 0 }, NULL);
 }
 
 static void run_case(uint64_t mem, const char *content, unsigned reps, const char *dir)
