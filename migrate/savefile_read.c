@@ -310,6 +310,24 @@ static int take_hot(struct sf_file *f, const struct dbuf *b, uint64_t off)
 	return 0;
 }
 
+/*
+ * A listed piece in a block the map says is empty must carry the checksum
+ * of zeros.  The lazy restore never reads such a piece (the memfd gives the
+ * zeros), so this is checked here, for it and the eager restore alike.
+ */
+static int check_hot_against_map(const struct sf_file *f)
+{
+	static const uint8_t zero[SF_PIECE_SIZE];
+	uint64_t zero_piece = XXH3_64bits(zero, sizeof(zero));
+
+	for (unsigned i = 0; i < f->nhot; i++)
+		if (!f->block_pages[f->hot_gpa[i] >> SF_BLOCK_SHIFT] && f->hot_csum[i] != zero_piece)
+			return ferr(EBADMSG, "%s: HOT_PIECES entry %u (guest-physical %#llx) lies in a "
+				    "block the RAM map says is empty, but its checksum is not that of "
+				    "zeros", f->path, i, (unsigned long long)f->hot_gpa[i]);
+	return 0;
+}
+
 /* After the RAM map: its padding, the RAM area, END and nothing more. */
 static int check_tail(struct sf_file *f, uint64_t map_end)
 {
@@ -487,6 +505,8 @@ int sf_load(struct sf_file *f, const char *path)
 			break;
 	}
 	dbuf_free(&buf);
+	if (!rc)
+		rc = check_hot_against_map(f);
 	if (!rc)
 		rc = check_tail(f, off);
 	return rc;

@@ -316,8 +316,8 @@ Test(savefile, foreign_and_malformed_files_are_refused)
 
 /*
  * HOT_PIECES is a hint, but from outside: a section whose checksums match
- * and whose contents do not make sense still refuses the file, naming what
- * is wrong.
+ * and whose contents do not make sense, alone or against the RAM map,
+ * still refuses the file, naming what is wrong.
  */
 Test(savefile, a_malformed_hot_pieces_section_is_refused)
 {
@@ -325,6 +325,7 @@ Test(savefile, a_malformed_hot_pieces_section_is_refused)
 	struct layout l;
 	struct sf_file *f;
 	uint64_t first, second;
+	unsigned nhot;
 	char want[160];
 	const char *v;
 	uint8_t b[8];
@@ -336,6 +337,10 @@ Test(savefile, a_malformed_hot_pieces_section_is_refused)
 	cr_assert(f->nhot >= 2, "need two hot pieces, the file lists %u", f->nhot);
 	first = f->hot_gpa[0];
 	second = f->hot_gpa[1];
+	nhot = f->nhot;
+	cr_assert(!f->block_pages[(TSF_MEM - 1) >> SF_BLOCK_SHIFT], "the last block holds data");
+	cr_assert(f->block_pages[f->hot_gpa[nhot - 1] >> SF_BLOCK_SHIFT],
+		  "the last hot piece holds no data");
 	cr_assert_eq(first % SF_PIECE_SIZE, 0);
 	cr_assert_lt(first, second);
 	sf_free(f);
@@ -362,5 +367,12 @@ Test(savefile, a_malformed_hot_pieces_section_is_refused)
 	put_le64(b, first);
 	tsf_set_payload(v, l.sec[S_HOT], SF_HOT_HDR_SIZE + SF_HOT_ENTRY_SIZE, b, 8);
 	expect_error(v, "a piece listed twice", "HOT_PIECES entry 1 (guest-physical");
+	/* The last piece moved to the empty end of RAM, keeping its data's checksum. */
+	v = victim(&t);
+	put_le64(b, TSF_MEM - SF_PIECE_SIZE);
+	tsf_set_payload(v, l.sec[S_HOT], SF_HOT_HDR_SIZE + (uint64_t)(nhot - 1) * SF_HOT_ENTRY_SIZE,
+			b, 8);
+	expect_error(v, "a data checksum for an empty block", "lies in a block the RAM map says is "
+		     "empty, but its checksum is not that of zeros");
 	tsf_cleanup(&t);
 }
