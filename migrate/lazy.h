@@ -39,7 +39,7 @@ struct sf_lazy_stats {
 	uint64_t first_fault_ns;     /* since the loader started (0: none yet) */
 	uint64_t complete_ns;        /* since the loader started (0: not yet) */
 	uint64_t bytes_read;         /* from the file, checksummed, for faults and the fill */
-	uint64_t hot_read_bytes;     /* read to check the first instructions' blocks */
+	uint64_t hot_read_bytes;     /* read to check the first instructions' pieces */
 	char error[512];
 };
 
