@@ -220,6 +220,8 @@ int sf_read_block_piece(const struct sf_file *f, uint32_t b, uint32_t piece, uin
 
 /* XXH3-64 of an all-zero block (what a block without data must carry). */
 uint64_t sf_zero_block_csum(void);
+/* XXH3-64 of an all-zero SF_PIECE_SIZE piece. */
+uint64_t sf_zero_piece_csum(void);
 
 /* ---- the pieces a restored VM touches first (savefile_hot.c) ---- */
 

@@ -34,27 +34,34 @@ int sf_errwrap(int rc, const char *fmt, ...)
 }
 
 static pthread_once_t zero_once = PTHREAD_ONCE_INIT;
-static uint64_t zero_csum;
+static uint64_t zero_csum, zero_piece_csum;
 
 static void compute_zero_csum(void)
 {
-	static const uint8_t page[GMEM_PAGE_SIZE];
+	static const uint8_t piece[SF_PIECE_SIZE];
 	XXH3_state_t *s = XXH3_createState();
 
-	/* Streaming over zero pages gives the same digest as one 2 MiB buffer. */
+	/* Streaming over zero pieces gives the same digest as one 2 MiB buffer. */
 	if (!s)
 		abort();
 	XXH3_64bits_reset(s);
-	for (unsigned i = 0; i < SF_BLOCK_PAGES; i++)
-		XXH3_64bits_update(s, page, sizeof(page));
+	for (unsigned i = 0; i < SF_BLOCK_SIZE / SF_PIECE_SIZE; i++)
+		XXH3_64bits_update(s, piece, sizeof(piece));
 	zero_csum = XXH3_64bits_digest(s);
 	XXH3_freeState(s);
+	zero_piece_csum = XXH3_64bits(piece, sizeof(piece));
 }
 
 uint64_t sf_zero_block_csum(void)
 {
 	pthread_once(&zero_once, compute_zero_csum);
 	return zero_csum;
+}
+
+uint64_t sf_zero_piece_csum(void)
+{
+	pthread_once(&zero_once, compute_zero_csum);
+	return zero_piece_csum;
 }
 
 struct sf_file *sf_alloc(void)
@@ -317,11 +324,9 @@ static int take_hot(struct sf_file *f, const struct dbuf *b, uint64_t off)
  */
 static int check_hot_against_map(const struct sf_file *f)
 {
-	static const uint8_t zero[SF_PIECE_SIZE];
-	uint64_t zero_piece = XXH3_64bits(zero, sizeof(zero));
-
 	for (unsigned i = 0; i < f->nhot; i++)
-		if (!f->block_pages[f->hot_gpa[i] >> SF_BLOCK_SHIFT] && f->hot_csum[i] != zero_piece)
+		if (!f->block_pages[f->hot_gpa[i] >> SF_BLOCK_SHIFT] &&
+		    f->hot_csum[i] != sf_zero_piece_csum())
 			return ferr(EBADMSG, "%s: HOT_PIECES entry %u (guest-physical %#llx) lies in a "
 				    "block the RAM map says is empty, but its checksum is not that of "
 				    "zeros", f->path, i, (unsigned long long)f->hot_gpa[i]);

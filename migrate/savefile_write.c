@@ -101,7 +101,6 @@ static const uint8_t *ram_page(void *opaque, uint64_t gpa, int *rc)
  */
 static int find_hot(struct writer *w, const struct vm_state *st)
 {
-	static const uint8_t zero[SF_PIECE_SIZE];
 	uint64_t pages[SF_HOT_MAX];
 	int n = sf_hot_pages(st, w->vm->ncpus, w->vm->mem.size, ram_page, w, pages, SF_HOT_MAX);
 
@@ -109,7 +108,7 @@ static int find_hot(struct writer *w, const struct vm_state *st)
 		return n;
 	w->nhot = sf_hot_pieces_of(pages, (unsigned)n, w->hot_gpa);
 	for (unsigned i = 0; i < w->nhot; i++)
-		w->hot_csum[i] = XXH3_64bits(zero, sizeof(zero));
+		w->hot_csum[i] = sf_zero_piece_csum();
 	return 0;
 }
 
