@@ -3,10 +3,9 @@
  * whether it is whole.  It prints the preamble, every section with its
  * offset, size and checksum status, the VM it describes, the RAM map and
  * the hot pieces, and (unless --no-ram) checks every RAM block and every hot
- * piece against its checksum.  A file
- * that fails a check is shown as far as it could be read, followed by the
- * error: the tool to reach for when a restore fails.  Exits 0 only when
- * everything checks out.
+ * piece against its checksum.  A file that fails a check is shown as far as
+ * it could be read, followed by the error: the tool to reach for when a
+ * restore fails.  Exits 0 only when everything checks out.
  */
 #include <errno.h>
 #include <getopt.h>
