@@ -209,7 +209,7 @@ static int create_vcpus(struct vm *vm)
 /*
  * Registering guest RAM with KVM is the slowest step of creating a VM on a
  * shadow-paging host: KVM allocates and clears the reverse map for every
- * page of the slot (4-7 ms per VM here, docs/performance.md).  Nothing
+ * page of the slot (4-12 ms per VM here, docs/performance.md).  Nothing
  * else vm_create() does needs the slot, so it runs on a thread of its own
  * while the vCPUs are created, and vm_create() waits for it before it
  * returns.
