@@ -75,6 +75,15 @@ static void run_and_verify(struct vm *vm)
 	cr_assert_eq(tvm_wait_end(vm, 20000, msg, sizeof(msg)), 0, "the guest failed: %s", msg);
 }
 
+/* Ends the saved source, lets the lazily restored VM run and verify, frees both. */
+static void run_lazy_in_place_of_source(struct tsf *t, struct vm *vm, struct sf_lazy *lz)
+{
+	vm_end(t->src, 0, "saved");
+	run_and_verify(vm);
+	sf_lazy_free(lz);
+	vm_destroy(vm);
+}
+
 Test(savefile_vm, eager_restore_is_the_source_page_by_page_and_runs_on)
 {
 	struct tsf t;
@@ -116,10 +125,7 @@ Test(savefile_vm, lazy_and_eager_restores_give_the_same_memory)
 		  st.hot_read_bytes < SF_BLOCK_SIZE,
 		  "%llu bytes read for the first instructions",
 		  (unsigned long long)st.hot_read_bytes);
-	vm_end(t.src, 0, "saved");
-	run_and_verify(lazy);
-	sf_lazy_free(lz);
-	vm_destroy(lazy);
+	run_lazy_in_place_of_source(&t, lazy, lz);
 	vm_destroy(eager);
 	tsf_cleanup(&t);
 }
@@ -316,10 +322,7 @@ Test(savefile_vm, a_file_without_hot_pieces_restores_lazily)
 	cr_assert(st.hot_read_bytes > 0 && st.hot_read_bytes % SF_BLOCK_SIZE == 0,
 		  "%llu bytes read for the first instructions, not whole blocks",
 		  (unsigned long long)st.hot_read_bytes);
-	vm_end(t.src, 0, "saved");
-	run_and_verify(vm);
-	sf_lazy_free(lz);
-	vm_destroy(vm);
+	run_lazy_in_place_of_source(&t, vm, lz);
 	tsf_cleanup(&t);
 }
 
