@@ -386,8 +386,6 @@ static void run_case(uint64_t mem, const char *content, unsigned reps, const cha
 	vm_destroy(src);
 	free(want);
 	fmt_size(sz, sizeof(sz), mem);
-	if (nrows == MAX_ROWS)
-		return;
 	snprintf(save_rows[nrows], sizeof(save_rows[nrows]),
 		 "| %s | %s | %.1f | %.1f (fsync %.1f) | %.0f | %.1f | %.0f | %.0f%% | %.1f | %.1f |",
 		 sz, content, r.written[0] / 1048576.0, med_ms(r.save_ns, reps),
@@ -404,7 +402,16 @@ static void run_case(uint64_t mem, const char *content, unsigned reps, const cha
 		 med_ms(r.lazy_load_ns, reps), med_ms(r.lazy_done_ns, reps));
 	nrows++;
 	fprintf(stderr, "%s\n%s\n", save_rows[nrows - 1], lazy_rows[nrows - 1]);
-	fflush(stdout);
+}
+
+/* Items in a comma-separated list. */
+static unsigned count_items(const char *list)
+{
+	unsigned n = 1;
+
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	return n;
 }
 
 int main(int argc, char **argv)
@@ -428,6 +435,10 @@ int main(int argc, char **argv)
 	if (argc % 2 == 0 || reps == 0 || reps > MAX_REPS) {
 		fprintf(stderr, "usage: bench/quick [--sizes 1G,4G] [--contents untouched,zero,random]"
 			" [--reps 1-%d] [--dir DIR]\n", MAX_REPS);
+		return 2;
+	}
+	if (count_items(sizes) * count_items(contents) > MAX_ROWS) {
+		fprintf(stderr, "bench/quick: at most %d size and content pairs\n", MAX_ROWS);
 		return 2;
 	}
 	snprintf(list, sizeof(list), "%s", sizes);
