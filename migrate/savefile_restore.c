@@ -111,30 +111,13 @@ static void hash_zeros(XXH3_state_t *h, uint64_t len)
 	}
 }
 
-/* Reads [off, off+len) of the file into guest RAM at gpa. */
+/* Reads [off, off+len) of the file into guest RAM at gpa, allocated first. */
 static int read_into_ram(const struct sf_file *f, struct guest_mem *m, uint64_t off,
 			 uint64_t gpa, uint64_t len)
 {
-	uint8_t *dst = m->hva + gpa;
-
 	/* Errors other than "not supported" surface below as a failed read. */
 	(void)fallocate(m->fd, 0, (off_t)gpa, (off_t)len);
-	while (len) {
-		ssize_t n = pread(f->fd, dst, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return ferr_sys(errno, "%s: reading the RAM area at byte %llu", f->path,
-					(unsigned long long)off);
-		if (n == 0)
-			return ferr(EBADMSG, "%s is truncated: it ends at byte %llu, inside the RAM "
-				    "area", f->path, (unsigned long long)off);
-		dst += n;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	return 0;
+	return sf_read_at(f, m->hva + gpa, len, off, "the RAM area");
 }
 
 /*
